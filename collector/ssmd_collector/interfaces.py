@@ -1,0 +1,40 @@
+"""The collector's framework seams: where the exchange, storage and secrets plug in.
+
+Each has one implementation today (Kalshi WebSocket, JSONL files, environment
+variables); the runner only knows these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+
+class Connector(Protocol):
+    """A live connection to one exchange feed, yielding raw frames as received."""
+
+    async def connect(self) -> None:
+        """Open the connection and subscribe; raise on rejection."""
+
+    def messages(self) -> AsyncIterator[str | bytes]:
+        """Raw frames in arrival order; ends (or raises) when the connection is lost."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Writer(Protocol):
+    """Durable storage for framed lines, partitioned by UTC day."""
+
+    def write(self, day: str, lines: Sequence[str]) -> int:
+        """Append whole lines for ``day`` (YYYY-MM-DD); return bytes written."""
+        ...
+
+    def close(self) -> None:
+        """Flush and fsync everything; idempotent."""
+
+
+class KeyResolver(Protocol):
+    """Turns a key ``source`` from the metadata into field values."""
+
+    def resolve(self, key_name: str, fields: Sequence[str], source: str) -> dict[str, str]: ...

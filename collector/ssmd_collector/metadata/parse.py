@@ -1,0 +1,323 @@
+"""Parse a metadata tree (relative path -> file bytes) into a ``Catalog``.
+
+Pure: no file system access, so the collector (reading a directory) and the operator
+(reading ConfigMaps) validate with exactly the same code. Each file is parsed on its
+own; a broken file is reported and left out of the catalog, the rest still loads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .errors import Problem, describe
+from .fields import Fields
+from .model import (
+    DEFAULT_CHANNELS,
+    PUBLIC_CHANNELS,
+    TICKER_CHANNELS,
+    Catalog,
+    Environment,
+    Feed,
+    FeedVersion,
+    KeySpec,
+    Schema,
+    SchemaVersion,
+    Storage,
+    Subscription,
+)
+
+FEED_TYPES = ("websocket", "rest", "multicast")
+FEED_STATUSES = ("active", "deprecated", "disabled")
+SCHEMA_FORMATS = ("capnp", "protobuf", "json_schema")
+SCHEMA_STATUSES = ("draft", "active", "deprecated")
+STORAGE_TYPES = ("local",)
+TRANSPORT_TYPES = ("memory",)
+LATER_STORAGE = ("s3",)
+LATER_TRANSPORTS = ("nats", "mqtt")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+SCHEMA_REF_RE = re.compile(r"^([^:\s]+):([^:\s]+)$")
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+KINDS = ("feeds", "schemas", "environments")
+
+
+def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
+    """Parse every ``<kind>/<name>.yaml`` in ``files``; other files are kept as data."""
+    problems: list[Problem] = []
+    catalog = Catalog(files=dict(files))
+    for path in sorted(files):
+        kind, _, base = path.partition("/")
+        if kind not in KINDS or "/" in base or not base.endswith((".yaml", ".yml")):
+            continue
+        stem = base.rsplit(".", 1)[0]
+        doc = _load_yaml(path, files[path], problems)
+        if doc is None:
+            continue
+        f = Fields(doc, path, problems)
+        before = len(problems)
+        if kind == "feeds":
+            feed = _feed(f, stem)
+            if feed and len(problems) == before:
+                catalog.feeds[feed.name] = feed
+        elif kind == "schemas":
+            schema = _schema(f, stem)
+            if schema and len(problems) == before:
+                catalog.schemas[schema.name] = schema
+        else:
+            env = _environment(f, stem)
+            if env and len(problems) == before:
+                catalog.environments[env.name] = env
+    return catalog, problems
+
+
+def _load_yaml(path: str, raw: bytes, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        doc = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(path, "", "UTF-8 text", f"invalid byte at offset {exc.start}"))
+        return None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or type(exc).__name__
+        problems.append(Problem(path, "", "valid YAML", f"{reason}{at}"))
+        return None
+    if not isinstance(doc, dict):
+        problems.append(Problem(path, "", "a YAML mapping at the top level", describe(doc)))
+        return None
+    return doc
+
+
+def _name_matches_file(f: Fields, stem: str) -> str | None:
+    name = f.name("name")
+    if name is not None and name != stem:
+        f.problem("name", f"'{stem}' (the file name without .yaml)", name)
+        return None
+    return name
+
+
+def _feed(f: Fields, stem: str) -> Feed | None:
+    name = _name_matches_file(f, stem)
+    ftype = f.text("type", choices=FEED_TYPES)
+    status = f.text("status", required=False, choices=FEED_STATUSES) or "active"
+    versions = tuple(v for v in map(_feed_version, f.items("versions")) if v)
+    _unique_versions(f, [v.version for v in versions])
+    if name is None or ftype is None or not versions:
+        return None
+    display = f.text("display_name", required=False) or name
+    return Feed(name, display, ftype, status, versions, f.file)
+
+
+def _feed_version(v: Fields) -> FeedVersion | None:
+    version = v.text("version")
+    start = v.date("effective_from")
+    end = v.date("effective_to", required=False)
+    endpoint = v.text("endpoint")
+    transport, message = _protocol(v)
+    auth = v.text("auth_method", required=False)
+    rate = v.number("rate_limit_per_second")
+    if start and end and end < start:
+        v.problem("effective_to", f"a date on or after effective_from ({start})", str(end))
+        return None
+    if version is None or start is None or endpoint is None:
+        return None
+    return FeedVersion(version, start, end, endpoint, transport, message, auth, rate)
+
+
+def _protocol(v: Fields) -> tuple[str, str]:
+    """``protocol`` is either ``{transport, message}`` or a plain string like ``wss``."""
+    raw = v.data.get("protocol")
+    if raw is None:
+        return "", ""
+    if isinstance(raw, str):
+        return raw, ""
+    p = v.mapping("protocol")
+    if p is None:
+        return "", ""
+    return p.text("transport", required=False) or "", p.text("message", required=False) or ""
+
+
+def _schema(f: Fields, stem: str) -> Schema | None:
+    name = _name_matches_file(f, stem)
+    fmt = f.text("format", choices=SCHEMA_FORMATS)
+    schema_file = f.text("schema_file")
+    if schema_file is not None and not FILE_NAME_RE.match(schema_file):
+        f.problem("schema_file", "a plain file name inside schemas/ (no '/' or '..')", schema_file)
+        schema_file = None
+    versions = tuple(v for v in map(_schema_version, f.items("versions")) if v)
+    _unique_versions(f, [v.version for v in versions])
+    if name is None or fmt is None or schema_file is None or not versions:
+        return None
+    return Schema(name, fmt, schema_file, versions, f.file)
+
+
+def _schema_version(v: Fields) -> SchemaVersion | None:
+    version = v.text("version")
+    start = v.date("effective_from")
+    status = v.text("status", choices=SCHEMA_STATUSES)
+    digest = v.text("hash")
+    if digest is not None and not HASH_RE.match(digest):
+        v.problem("hash", "'sha256:' followed by 64 lowercase hex digits", digest)
+        digest = None
+    if version is None or start is None or status is None or digest is None:
+        return None
+    return SchemaVersion(version, start, status, digest)
+
+
+def _unique_versions(f: Fields, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        f.problem("versions", "unique version names", ", ".join(dupes))
+
+
+def _environment(f: Fields, stem: str) -> Environment | None:
+    name = _name_matches_file(f, stem)
+    feed = f.name("feed")
+    schema_ref = f.text("schema")
+    schema_name = schema_version = None
+    if schema_ref is not None:
+        m = SCHEMA_REF_RE.match(schema_ref)
+        if m:
+            schema_name, schema_version = m.groups()
+        else:
+            f.problem("schema", "'<schema name>:<version>', e.g. 'trade:v1'", schema_ref)
+    keys = _keys(f)
+    transport = _transport(f)
+    storage = _storage(f)
+    subscriptions = _subscriptions(f)
+    if subscriptions is not None and not _check_channels(f, subscriptions, bool(keys)):
+        subscriptions = None
+    if (
+        name is None
+        or feed is None
+        or schema_name is None
+        or schema_version is None
+        or keys is None
+        or transport is None
+        or storage is None
+        or subscriptions is None
+    ):
+        return None
+    return Environment(
+        name, feed, schema_name, schema_version, keys, transport, storage, subscriptions, f.file
+    )
+
+
+def _keys(f: Fields) -> tuple[KeySpec, ...] | None:
+    keys = f.mapping("keys", required=False)
+    if keys is None:
+        return None if "keys" in f.data and f.data["keys"] is not None else ()
+    specs: list[KeySpec] = []
+    ok = True
+    for key_name in keys.data:
+        k = keys.mapping(str(key_name))
+        if k is None:
+            ok = False
+            continue
+        spec = _key(k, str(key_name))
+        ok = ok and spec is not None
+        if spec:
+            specs.append(spec)
+    return tuple(specs) if ok else None
+
+
+def _key(k: Fields, key_name: str) -> KeySpec | None:
+    ktype = k.text("type", required=False) or "api_key"
+    required = k.flag("required", True)
+    fields = k.strings("fields")
+    source = k.text("source")
+    if fields is None or source is None:
+        return None
+    kind, _, variables = source.partition(":")
+    if kind == "env" and variables:
+        names = [n.strip() for n in variables.split(",")]
+        if len(names) != len(fields) or not all(names):
+            k.problem(
+                "source",
+                f"'env:' followed by {len(fields)} comma-separated variable name(s), "
+                f"one per field ({', '.join(fields)})",
+                source,
+            )
+            return None
+    elif kind != "env" or variables:
+        k.problem(
+            "source",
+            "'env' or 'env:VAR1,VAR2' (sources like sealed-secret/... and vault/... "
+            "are not supported yet)",
+            source,
+        )
+        return None
+    return KeySpec(key_name, ktype, required, fields, source)
+
+
+def _transport(f: Fields) -> str | None:
+    t = f.mapping("transport", required=False)
+    if t is None:
+        return None if f.data.get("transport") is not None else "memory"
+    ttype = t.text("type")
+    if ttype in LATER_TRANSPORTS:
+        t.problem("type", "memory (nats and mqtt transports are not supported yet)", ttype)
+        return None
+    if ttype is not None and ttype not in TRANSPORT_TYPES:
+        t.problem("type", "one of " + ", ".join(TRANSPORT_TYPES), ttype)
+        return None
+    return ttype
+
+
+def _storage(f: Fields) -> Storage | None:
+    s = f.mapping("storage")
+    if s is None:
+        return None
+    stype = s.text("type")
+    if stype in LATER_STORAGE:
+        s.problem("type", "local (s3 storage is not supported yet)", stype)
+        return None
+    if stype is not None and stype not in STORAGE_TYPES:
+        s.problem("type", "one of " + ", ".join(STORAGE_TYPES), stype)
+        return None
+    path = s.text("path")
+    if stype is None or path is None:
+        return None
+    return Storage(stype, path)
+
+
+def _subscriptions(f: Fields) -> tuple[Subscription, ...] | None:
+    if f.data.get("subscriptions") is None:
+        return (Subscription(DEFAULT_CHANNELS),)
+    subs: list[Subscription] = []
+    ok = True
+    for s in f.items("subscriptions"):
+        channels = s.strings("channels")
+        tickers = s.strings("market_tickers", required=False)
+        if channels is None or tickers is None:
+            ok = False
+            continue
+        subs.append(Subscription(channels, tickers))
+    return tuple(subs) if ok and subs else None
+
+
+def _check_channels(f: Fields, subscriptions: tuple[Subscription, ...], has_keys: bool) -> bool:
+    ok = True
+    for i, sub in enumerate(subscriptions):
+        private = sorted(set(sub.channels) - PUBLIC_CHANNELS)
+        if private and not has_keys:
+            ok = False
+            f.problem(
+                f"subscriptions[{i}].channels",
+                "only public channels ("
+                + ", ".join(sorted(PUBLIC_CHANNELS))
+                + ") when the environment has no keys",
+                private,
+            )
+        needs_tickers = sorted(set(sub.channels) & TICKER_CHANNELS)
+        if needs_tickers and not sub.market_tickers:
+            ok = False
+            f.problem(
+                f"subscriptions[{i}].market_tickers",
+                f"market tickers for {', '.join(needs_tickers)}",
+                None,
+            )
+    return ok

@@ -1,0 +1,1 @@
+"""ssmd operator: reconciles SsmdEnvironment resources into running collectors."""
