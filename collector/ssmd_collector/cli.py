@@ -1,16 +1,175 @@
-"""Command-line entry points: ``ssmd-connector`` and the ``ssmd`` tool (validate, sim, demo)."""
+"""Command-line entry points: ``ssmd-connector`` and the ``ssmd`` tool.
+
+``ssmd`` gathers the tools around the collector: ``validate`` a metadata tree,
+run the Kalshi simulator (``sim``), run a ``demo`` (simulator + collector), and
+``connector`` (the same as ``ssmd-connector``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .app import Settings, run
+from .exitcodes import ExitCode
+from .logs import setup_logging
+from .metadata import MetadataInvalid, read_directory, validate_tree
 
 app = typer.Typer(
     help="ssmd: collect and archive live Kalshi market data.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+connector_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+EXIT_CODES_HELP = "Exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode)
+
+ConfigDir = Annotated[
+    Path,
+    typer.Option(
+        "--config-dir",
+        envvar="SSMD_CONFIG_DIR",
+        help="Metadata tree with feeds/, schemas/, environments/.",
+    ),
+]
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="SSMD_LOG_FORMAT",
+        help="json, text, or auto (text on a terminal, else json).",
+    ),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", envvar="SSMD_LOG_LEVEL")]
+
+
+def connector_command(
+    env: Annotated[
+        str, typer.Option("--env", envvar="SSMD_ENV", help="Environment name in environments/.")
+    ],
+    config_dir: ConfigDir = Path("exchanges"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="SSMD_DATA_DIR",
+            help="Where to write; overrides the environment's storage.path.",
+        ),
+    ] = None,
+    port: Annotated[
+        int,
+        typer.Option("--port", envvar="SSMD_HTTP_PORT", help="Port for /health, /ready, /metrics."),
+    ] = 8080,
+    http_host: Annotated[str, typer.Option("--http-host", envvar="SSMD_HTTP_HOST")] = "0.0.0.0",  # noqa: S104
+    silence_timeout: Annotated[
+        float,
+        typer.Option(
+            "--silence-timeout",
+            envvar="SSMD_SILENCE_TIMEOUT",
+            help="Seconds without data or heartbeat before the connection counts as dead.",
+        ),
+    ] = 30.0,
+    flush_interval: Annotated[
+        float,
+        typer.Option(
+            "--flush-interval",
+            envvar="SSMD_FLUSH_INTERVAL",
+            help="Seconds to gather a batch before handing it to the OS.",
+        ),
+    ] = 0.002,
+    subscribe_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--subscribe-batch-size",
+            envvar="SSMD_SUBSCRIBE_BATCH_SIZE",
+            help="Market tickers per subscribe command.",
+        ),
+    ] = 256,
+    max_frame_bytes: Annotated[
+        int, typer.Option("--max-frame-bytes", envvar="SSMD_MAX_FRAME_BYTES")
+    ] = 8 << 20,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="SSMD_CA_FILE",
+            help="Extra CA bundle to trust for wss:// (e.g. a simulator's).",
+        ),
+    ] = None,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = "info",
+) -> None:
+    """Connect to the environment's feed and archive every raw message as JSONL."""
+    setup_logging(log_format, log_level)
+    settings = Settings(
+        env=env,
+        config_dir=config_dir,
+        data_dir=data_dir,
+        http_host=http_host,
+        port=port,
+        silence_timeout=silence_timeout,
+        flush_interval=flush_interval,
+        subscribe_batch_size=subscribe_batch_size,
+        max_frame_bytes=max_frame_bytes,
+        ca_file=ca_file,
+    )
+    raise typer.Exit(int(asyncio.run(run(settings))))
+
+
+connector_command.__doc__ = f"{connector_command.__doc__}\n\n{EXIT_CODES_HELP}."
+connector_app.command()(connector_command)
+app.command("connector")(connector_command)
 
 
 def connector_main() -> None:
     """Console script ``ssmd-connector``."""
-    raise SystemExit("not implemented yet")
+    connector_app()
+
+
+@app.command()
+def validate(
+    config_dir: Annotated[Path, typer.Argument(help="Metadata tree to check.")] = Path("exchanges"),
+    on: Annotated[
+        str | None,
+        typer.Option(
+            "--on", help="Resolve versions on this date (YYYY-MM-DD); default today (UTC)."
+        ),
+    ] = None,
+) -> None:
+    """Check a whole metadata tree; list every problem and exit 1 if there are any."""
+    day = dt.date.fromisoformat(on) if on else dt.datetime.now(dt.UTC).date()
+    try:
+        problems = validate_tree(read_directory(config_dir), day)
+    except MetadataInvalid as exc:
+        problems = list(exc.problems)
+    if problems:
+        typer.echo(f"{config_dir}: {len(problems)} problem(s):", err=True)
+        for p in problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{config_dir}: OK ({day})")
+
+
+@app.command()
+def demo(
+    config_dir: ConfigDir = Path("exchanges"),
+    env: Annotated[str, typer.Option("--env")] = "kalshi-sim",
+    data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("data"),
+    port: Annotated[int, typer.Option("--port", help="HTTP port of the collector.")] = 8080,
+    rate: Annotated[float, typer.Option("--rate", help="Simulated messages per second.")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    log_format: LogFormat = "text",
+) -> None:
+    """Run the built-in Kalshi simulator and a collector recording it. Ctrl-C stops both."""
+    from .demo import run_demo  # the simulator is only needed here
+
+    setup_logging(log_format, "info")
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    code = asyncio.run(run_demo(config_dir, env, data_dir, port, rate, seed))
+    raise typer.Exit(int(code))

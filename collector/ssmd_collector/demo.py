@@ -1,0 +1,70 @@
+"""``ssmd demo``: the built-in simulator and a collector in one process, for a first look."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .app import ConfigError, Settings, plan, run
+from .exitcodes import ExitCode
+from .health import HealthServer
+from .sim import SimConfig, SimServer
+
+log = logging.getLogger("ssmd.demo")
+
+
+async def run_demo(
+    config_dir: Path, env: str, data_dir: Path, port: int, rate: float, seed: int
+) -> ExitCode:
+    settings = Settings(
+        env=env, config_dir=config_dir, data_dir=data_dir, port=port, http_host="127.0.0.1"
+    )
+    try:
+        p = plan(settings, {}, dt.datetime.now(dt.UTC).date())
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return ExitCode.CONFIG_ERROR
+    url = urlsplit(p.resolved.feed_version.endpoint)
+    config = SimConfig(
+        host=url.hostname or "127.0.0.1", port=url.port or 8765, path=url.path, rate=rate, seed=seed
+    )
+    try:
+        sim = await SimServer(config).__aenter__()
+    except OSError as exc:
+        log.error("cannot start the simulator on %s:%s: %s", config.host, config.port, exc.strerror)
+        return ExitCode.CONFIG_ERROR
+    log.info("simulator listening on %s", sim.url)
+    reporter: asyncio.Task[None] | None = None
+
+    def started(server: HealthServer) -> None:
+        nonlocal reporter
+        log.info("metrics at http://127.0.0.1:%d/metrics, data under %s/", server.port, data_dir)
+        reporter = asyncio.create_task(_report(server, data_dir))
+
+    try:
+        return await run(settings, environ={}, on_started=started)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+        await sim.__aexit__(None, None, None)
+
+
+async def _report(server: HealthServer, data_dir: Path) -> None:
+    """Print a line every few seconds so a person sees data arriving."""
+    stats = server.stats
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            await asyncio.sleep(5)
+            day = dt.datetime.now(dt.UTC).date().isoformat()
+            target = data_dir / day / f"{stats.feed}.jsonl"
+            log.info(
+                "%d messages received, %d lines (%d bytes) in %s",
+                stats.messages,
+                stats.lines_written,
+                stats.bytes_written,
+                target,
+            )

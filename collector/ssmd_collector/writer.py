@@ -1,0 +1,170 @@
+"""Append-only, date-partitioned JSONL files: ``<root>/<YYYY-MM-DD>/<feed><suffix>``.
+
+Guarantees, and how:
+- Whole lines only. Each batch is one buffer of complete lines appended with
+  ``O_APPEND``; if a write fails part way (disk full, file-size limit), the file
+  is truncated back to where the batch began before the error is raised.
+- A crash mid-write (``kill -9``) can still leave a torn last line. When a day
+  file is opened, a tail without a final newline is moved to the quarantine
+  file ``<feed>.torn`` (so nothing is lost) and cut from the data file, so the
+  next line never glues onto it.
+- Durability: the OS gets every batch at once (page cache); ``fsync`` on
+  day rotation and on close, so a clean stop is on disk.
+- One writer per file: an exclusive ``flock`` on the day file makes a second
+  collector writing the same feed to the same directory fail loudly.
+
+Blocking I/O by design: the runner calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_TAIL_CHUNK = 64 * 1024
+
+
+class WriteFailed(Exception):
+    """Storage refused a write; the file was left ending in a whole line."""
+
+
+@dataclass
+class _Open:
+    day: str
+    path: Path
+    fd: int
+    size: int
+
+
+class JsonlWriter:
+    """Writes whole lines for one feed, one file per UTC day."""
+
+    def __init__(self, root: Path, feed: str, suffix: str = ".jsonl") -> None:
+        self.root = root
+        self.feed = feed
+        self.suffix = suffix
+        self._current: _Open | None = None
+        self.repaired: list[Path] = []
+        """Quarantine files that received a torn tail (for logs and tests)."""
+
+    def path_for(self, day: str) -> Path:
+        return self.root / day / f"{self.feed}{self.suffix}"
+
+    def write(self, day: str, lines: Sequence[str]) -> int:
+        data = "".join(lines).encode("utf-8")
+        f = self._file(day)
+        start = f.size
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(f.fd, view)
+                view = view[n:]
+                f.size += n
+        except OSError as exc:
+            self._truncate(f, start)
+            raise WriteFailed(
+                f"cannot append to {f.path}: {exc.strerror or exc} "
+                f"({len(lines)} line(s), {len(data)} bytes not written)"
+            ) from exc
+        return len(data)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._close(self._current)
+            self._current = None
+
+    def _file(self, day: str) -> _Open:
+        current = self._current
+        if current is not None and current.day == day:
+            return current
+        if current is not None:
+            self._close(current)
+            self._current = None
+        self._current = self._open(day)
+        return self._current
+
+    def _open(self, day: str) -> _Open:
+        path = self.path_for(day)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise WriteFailed(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise WriteFailed(
+                    f"{path} is locked by another writer (another collector "
+                    "for this feed writes to the same directory)"
+                ) from exc
+            raise WriteFailed(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        f = _Open(day, path, fd, os.fstat(fd).st_size)
+        try:
+            self._repair_tail(f)
+        except OSError as exc:
+            os.close(fd)
+            raise WriteFailed(f"cannot repair the torn tail of {path}: {exc.strerror}") from exc
+        return f
+
+    def _repair_tail(self, f: _Open) -> None:
+        """Move bytes after the last newline (a line torn by a crash) to ``.torn``."""
+        if f.size == 0 or os.pread(f.fd, 1, f.size - 1) == b"\n":
+            return
+        end = f.size
+        cut = 0
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            chunk = os.pread(f.fd, end - start, start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                cut = start + nl + 1
+                break
+            end = start
+        tail = os.pread(f.fd, f.size - cut, cut)
+        quarantine = f.path.with_suffix(".torn")
+        qfd = os.open(quarantine, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            # One fragment per line: prefixed by where it came from, raw bytes kept.
+            os.write(qfd, f"# {f.path.name} offset {cut} length {len(tail)}\n".encode())
+            os.write(qfd, tail + b"\n")
+            os.fsync(qfd)
+        finally:
+            os.close(qfd)
+        os.ftruncate(f.fd, cut)
+        os.fsync(f.fd)
+        f.size = cut
+        self.repaired.append(quarantine)
+        log.warning(
+            "moved a torn last line (%d bytes) from %s to %s", len(tail), f.path, quarantine
+        )
+
+    def _truncate(self, f: _Open, size: int) -> None:
+        try:
+            os.ftruncate(f.fd, size)
+            f.size = size
+        except OSError:
+            # Cannot happen on local filesystems (truncation frees space); if it does,
+            # the next start's tail repair still quarantines the partial line.
+            log.exception("could not truncate %s back to %d bytes", f.path, size)
+
+    def _close(self, f: _Open) -> None:
+        try:
+            os.fsync(f.fd)
+            dir_fd = os.open(f.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise WriteFailed(f"cannot fsync {f.path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(f.fd)
