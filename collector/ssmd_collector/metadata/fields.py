@@ -15,6 +15,7 @@ from typing import Any
 from .errors import Problem, describe
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 NAME_EXPECTED = "a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)"
 
 
@@ -75,10 +76,11 @@ class Fields:
         # YAML turns an unquoted 2025-12-22 into a date; a quoted one stays a string.
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
-        if isinstance(value, str):
+        # fromisoformat alone would also take week dates such as 2025-W52-1.
+        if isinstance(value, str) and DATE_RE.fullmatch(value):
             try:
-                return dt.date.fromisoformat(value) if len(value) == 10 else None
-            except ValueError:
+                return dt.date.fromisoformat(value)
+            except ValueError:  # 2025-02-30 and the like
                 pass
         self.problem(key, "a date in the form YYYY-MM-DD", value)
         return None
