@@ -817,11 +817,63 @@ def test_unclosed_flow_sequence_is_reported_where_the_file_ends(tree: dict[str, 
     ("content", "found"),
     [
         (
+            b"name: kalshi-sim\nstarted: 2025-13-45\n",
+            "'2025-13-45' cannot be read as !!timestamp (month must be in 1..12) "
+            "at line 2, column 10",
+        ),
+        (
+            b"versions:\n  - limit: " + b"9" * 5000 + b"\n",
+            "'9999999999999999999999999999999999999...' cannot be read as !!int (Exceeds the "
+            "limit (4300 digits) for integer string conversion: value has 5000 digits; "
+            "use sys.set_in) "
+            "at line 2, column 12",
+        ),
+        (b"ok: !!bool maybe\n", "'maybe' cannot be read as !!bool ('maybe') at line 1, column 5"),
+        (
+            b"ok: !!timestamp someday\n",
+            "'someday' cannot be read as !!timestamp ('NoneType' object has no attribute "
+            "'groupdict') at line 1, column 5",
+        ),
+        (
+            b"ok: !!float fast\n",
+            "'fast' cannot be read as !!float (could not convert string to float: 'fast') "
+            "at line 1, column 5",
+        ),
+        (
+            b"ok: !!python/object/apply:os.system [true]\n",
+            "could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system' at line 1, column 5",
+        ),
+        (
+            b"name: kalshi-sim\ntype: \x07websocket\n",
+            "unacceptable character #x0007: special characters are not allowed at line 2, column 7",
+        ),
+        (b"[" * 5000, "nesting too deep to parse"),
+        (
+            b"name: a\n---\nname: b\n",
+            "expected a single document in the stream, but found another document "
+            "at line 2, column 1",
+        ),
+    ],
+)
+def test_values_yaml_cannot_read_are_problems_with_a_position(
+    tree: dict[str, bytes], content: bytes, found: str
+) -> None:
+    files = {**tree, "feeds/kalshi-sim.yaml": content}
+    assert validate(files) == [f"feeds/kalshi-sim.yaml: expected valid YAML; found {found}"]
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        (
             b"- name: kalshi\n- type: websocket\n",
             "list [{'name': 'kalshi'}, {'type': 'websocket'}]",
         ),
         (b"just some text\n", "'just some text'"),
         (b"42\n", "int 42"),
+        (b"", "an empty document"),
+        (b"# just a comment\n", "an empty document"),
     ],
 )
 def test_documents_must_be_mappings(tree: dict[str, bytes], content: bytes, found: str) -> None:

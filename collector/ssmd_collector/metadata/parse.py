@@ -73,17 +73,60 @@ def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
     return catalog, problems
 
 
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` whose failures to build a value say where the value is.
+
+    PyYAML's constructors leak plain exceptions for malformed scalars: an unquoted
+    2025-13-45 or an over-long integer (ValueError), ``!!timestamp x``
+    (AttributeError), ``!!bool x`` (KeyError). They are bad input, so they become
+    ``ConstructorError`` with the line and column, like any other YAML error.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+            value = repr(text if len(text) <= 40 else text[:37] + "...") if text else "a value"
+            kind = node.tag.rsplit(":", 1)[-1]
+            detail = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+            raise yaml.constructor.ConstructorError(
+                problem=f"{value} cannot be read as !!{kind} ({detail})",
+                problem_mark=node.start_mark,
+            ) from exc
+
+
 def _load_yaml(path: str, raw: bytes, problems: list[Problem]) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         problems.append(Problem(path, "", "UTF-8 text", f"invalid byte at offset {exc.start}"))
         return None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or type(exc).__name__
+        reason = exc.problem or type(exc).__name__
+        if exc.context and reason.startswith("but "):  # "expected X" + "but found Y"
+            reason = f"{exc.context}, {reason}"
         problems.append(Problem(path, "", "valid YAML", f"{reason}{at}"))
+        return None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        reason = str(exc).splitlines()[0]
+        problems.append(
+            Problem(path, "", "valid YAML", f"{reason} at line {line}, column {column}")
+        )
+        return None
+    except RecursionError:
+        problems.append(Problem(path, "", "valid YAML", "nesting too deep to parse"))
+        return None
+    if doc is None:
+        problems.append(Problem(path, "", "a YAML mapping at the top level", "an empty document"))
         return None
     if not isinstance(doc, dict):
         problems.append(Problem(path, "", "a YAML mapping at the top level", describe(doc)))
