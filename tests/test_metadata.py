@@ -417,14 +417,55 @@ def test_protocol_may_be_a_plain_string(tree: dict[str, bytes]) -> None:
     assert (version.transport, version.message_format) == ("wss", "")
 
 
-def test_rate_limit_must_be_a_positive_number(tree: dict[str, bytes]) -> None:
+@pytest.mark.parametrize(
+    ("written", "found"),
+    [
+        ("0", "int 0"),
+        ("-1", "int -1"),
+        (".nan", "float nan"),
+        (".inf", "float inf"),
+        ("0x" + "f" * 400, "int <a 1600-bit integer>"),
+        ("true", "bool True"),
+        ('"10"', "'10'"),
+    ],
+)
+def test_rate_limit_must_be_a_positive_finite_number(
+    tree: dict[str, bytes], written: str, found: str
+) -> None:
     files = edited(
-        tree, "feeds/kalshi.yaml", "rate_limit_per_second: 10", "rate_limit_per_second: -1"
+        tree, "feeds/kalshi.yaml", "rate_limit_per_second: 10", f"rate_limit_per_second: {written}"
     )
     assert validate(files) == [
         "feeds/kalshi.yaml: versions[0].rate_limit_per_second: expected a positive number; "
-        "found int -1"
+        f"found {found}"
     ]
+
+
+def test_rate_limit_may_be_fractional(tree: dict[str, bytes]) -> None:
+    files = edited(
+        tree, "feeds/kalshi.yaml", "rate_limit_per_second: 10", "rate_limit_per_second: 2.5"
+    )
+    assert resolve_environment(files, "kalshi-prod", DAY).feed_version.rate_limit_per_second == 2.5
+
+
+def test_found_values_stay_brief_whatever_the_document_holds(tree: dict[str, bytes]) -> None:
+    # Nine levels of ten aliases: a naive repr would build 10**10 elements.
+    bomb = "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n" + "".join(
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+    )
+    files = {
+        **tree,
+        "feeds/kalshi-sim.yaml": (bomb + "name: *l9\n").encode(),
+        "feeds/kalshi.yaml": b"name: &me [*me]\n",
+        "schemas/trade.yaml": b"name: 0x" + b"f" * 5000 + b"\n",
+    }
+    found = {p.file: p.found for p in validate_tree(files, DAY) if p.field == "name"}
+    assert found == {
+        "feeds/kalshi-sim.yaml": "list [[[[...], [...], [...], [...], [...], [...], ...], [[...], "
+        "[...], [...], [......",
+        "feeds/kalshi.yaml": "list [[[[...]]]]",
+        "schemas/trade.yaml": "int <a 20000-bit integer>",
+    }
 
 
 # --- environment references --------------------------------------------------------

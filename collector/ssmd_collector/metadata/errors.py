@@ -8,6 +8,7 @@ can list everything wrong with a tree in one run.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,13 +36,37 @@ class MetadataInvalid(Exception):
         super().__init__(f"{len(self.problems)} metadata problem(s):\n{lines}")
 
 
+class _BriefRepr(reprlib.Repr):
+    """``repr`` that stops early, so its cost is bounded whatever the document holds.
+
+    A plain ``repr`` expands YAML aliases (``&a [*b, *b, ...]`` nested a few levels
+    is billions of elements) and refuses integers of more than 4300 digits, which
+    YAML happily builds from hex.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 40
+        self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<a {x.bit_length()}-bit integer>"
+        return super().repr_int(x, level)
+
+
+_brief = _BriefRepr()
+
+
 def describe(value: object) -> str:
     """Render a found value briefly for an error message (never whole documents)."""
     if value is None:
         return "nothing (field missing or null)"
-    text = repr(value)
     if isinstance(value, str):
+        text = repr(value)
         return text if len(text) <= 80 else text[:77] + "..."
+    text = _brief.repr(value)
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{type(value).__name__} {text}"

@@ -8,6 +8,7 @@ naming the file, the full dotted field path, what was expected and what was foun
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -64,10 +65,17 @@ class Fields:
         value = self.data.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        number = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+        # Written so that NaN fails too; .inf and overflowing ints are not limits either.
+        if not 0 < number < math.inf:
             self.problem(key, "a positive number", value)
             return None
-        return float(value)
+        return number
 
     def date(self, key: str, *, required: bool = True) -> dt.date | None:
         value = self.data.get(key)
