@@ -1059,6 +1059,36 @@ def test_feed_reference_that_is_a_path_is_refused(tree: dict[str, bytes]) -> Non
     ]
 
 
+def test_schema_reference_that_is_a_path_is_refused(tree: dict[str, bytes]) -> None:
+    files = edited(tree, PROD, "schema: trade:v1", "schema: ../../etc/passwd:v1")
+    assert validate(files) == [
+        f"{PROD}: schema: expected a schema name that is a lowercase DNS label (a-z, 0-9, '-', "
+        "at most 63 characters); found '../../etc/passwd'"
+    ]
+
+
+@pytest.mark.parametrize("env", ["kalshi-prod\n", "kalshi-prod\n../x"])
+def test_a_trailing_newline_does_not_make_a_name(tree: dict[str, bytes], env: str) -> None:
+    assert resolve_problems(tree, env) == [
+        f"environments/{env}.yaml: expected an environment name that is a lowercase DNS "
+        f"label (a-z, 0-9, '-', at most 63 characters); found {env!r}"
+    ]
+
+
+def test_names_with_a_trailing_newline_are_refused_in_files(tree: dict[str, bytes]) -> None:
+    files = edited(tree, PROD, "feed: kalshi\n", 'feed: "kalshi\\n"\n')
+    files = {**files, "environments/dev\n.yaml": b'name: "dev\\n"\n'}
+    problems = validate(files)
+    assert (
+        f"{PROD}: feed: expected a lowercase DNS label (a-z, 0-9, '-', at most 63 "
+        "characters); found 'kalshi\\n'"
+    ) in problems
+    assert (
+        "environments/dev\n.yaml: name: expected a lowercase DNS label (a-z, 0-9, '-', at most "
+        "63 characters); found 'dev\\n'"
+    ) in problems
+
+
 # --- read_directory: real files --------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import Problem, describe
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline, so "kalshi\n" would pass.
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 NAME_EXPECTED = "a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)"
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem, describe
-from .fields import Fields
+from .fields import NAME_EXPECTED, NAME_RE, Fields
 from .model import (
     DEFAULT_CHANNELS,
     PUBLIC_CHANNELS,
@@ -38,9 +38,9 @@ STORAGE_TYPES = ("local",)
 TRANSPORT_TYPES = ("memory",)
 LATER_STORAGE = ("s3",)
 LATER_TRANSPORTS = ("nats", "mqtt")
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-SCHEMA_REF_RE = re.compile(r"^([^:\s]+):([^:\s]+)$")
-FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+SCHEMA_REF_RE = re.compile(r"^([^:\s]+):([^:\s]+)\Z")
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 KINDS = ("feeds", "schemas", "environments")
 
 
@@ -223,10 +223,12 @@ def _environment(f: Fields, stem: str) -> Environment | None:
     schema_name = schema_version = None
     if schema_ref is not None:
         m = SCHEMA_REF_RE.match(schema_ref)
-        if m:
-            schema_name, schema_version = m.groups()
-        else:
+        if m is None:
             f.problem("schema", "'<schema name>:<version>', e.g. 'trade:v1'", schema_ref)
+        elif not NAME_RE.match(m.group(1)):
+            f.problem("schema", f"a schema name that is {NAME_EXPECTED}", m.group(1))
+        else:
+            schema_name, schema_version = m.groups()
     keys = _keys(f)
     transport = _transport(f)
     storage = _storage(f)
