@@ -1011,6 +1011,43 @@ def test_validate_tree_needs_an_environment(tree: dict[str, bytes]) -> None:
     assert validate(files) == ["environments/: expected at least one <env>.yaml; found none"]
 
 
+def test_a_yml_twin_cannot_shadow_the_yaml_file(tree: dict[str, bytes]) -> None:
+    twin = tree["feeds/kalshi.yaml"].replace(b"api.elections.kalshi.com", b"evil.example")
+    files = {**tree, "feeds/kalshi.yml": twin}
+    resolved = resolve_environment(files, "kalshi-prod", DAY)
+    assert resolved.feed_version.endpoint == "wss://api.elections.kalshi.com/trade-api/ws/v2"
+    assert validate(files) == [
+        "feeds/kalshi.yml: expected the extension .yaml (feeds/kalshi.yaml); found a .yml file"
+    ]
+
+
+def test_a_yml_file_is_named_when_resolving_what_it_should_define(
+    tree: dict[str, bytes],
+) -> None:
+    files = {
+        **tree,
+        "environments/kalshi-dev.yml": tree[PROD].replace(b"kalshi-prod", b"kalshi-dev"),
+    }
+    assert resolve_problems(files, "kalshi-dev") == [
+        "environments/kalshi-dev.yml: expected the extension .yaml "
+        "(environments/kalshi-dev.yaml); found a .yml file"
+    ]
+    files = edited(tree, PROD, "feed: kalshi\n", "feed: kalshi-dev\n")
+    files = {**files, "feeds/kalshi-dev.yml": tree["feeds/kalshi.yaml"]}
+    assert resolve_problems(files) == [
+        "feeds/kalshi-dev.yml: expected the extension .yaml (feeds/kalshi-dev.yaml); "
+        "found a .yml file"
+    ]
+
+
+def test_validate_tree_needs_an_environment_yaml_not_just_any_file(
+    tree: dict[str, bytes],
+) -> None:
+    files = {p: b for p, b in tree.items() if not p.startswith("environments/")}
+    files["environments/README.md"] = b"# one file per environment\n"
+    assert validate(files) == ["environments/: expected at least one <env>.yaml; found none"]
+
+
 def test_files_outside_the_three_folders_are_data_not_metadata(tree: dict[str, bytes]) -> None:
     files = {
         **tree,

@@ -45,7 +45,11 @@ KINDS = ("feeds", "schemas", "environments")
 
 
 def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
-    """Parse every ``<kind>/<name>.yaml`` in ``files``; other files are kept as data."""
+    """Parse every ``<kind>/<name>.yaml`` in ``files``; other files are kept as data.
+
+    ``<kind>/<name>.yml`` is a problem rather than an alias: everything that refers
+    to a file by name (resolution, ``Resolved.files``) means ``<name>.yaml``.
+    """
     problems: list[Problem] = []
     catalog = Catalog(files=dict(files))
     for path in sorted(files):
@@ -53,6 +57,12 @@ def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
         if kind not in KINDS or "/" in base or not base.endswith((".yaml", ".yml")):
             continue
         stem = base.rsplit(".", 1)[0]
+        if base.endswith(".yml"):
+            # Names resolve to <kind>/<name>.yaml; a .yml twin would shadow or be missed.
+            problems.append(
+                Problem(path, "", f"the extension .yaml ({kind}/{stem}.yaml)", "a .yml file")
+            )
+            continue
         doc = _load_yaml(path, files[path], problems)
         if doc is None:
             continue

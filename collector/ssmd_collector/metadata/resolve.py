@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Mapping
 
 from .errors import MetadataInvalid, Problem
@@ -30,7 +31,7 @@ def validate_tree(files: Mapping[str, bytes], day: dt.date) -> list[Problem]:
     """Every problem in a tree: each file's own, then each environment's resolution."""
     catalog, parse_problems = parse_tree(files)
     problems = list(parse_problems)
-    if not any(p.startswith("environments/") for p in files):
+    if not any(re.fullmatch(r"environments/[^/]+\.yaml", p) for p in files):
         problems.append(Problem("environments/", "", "at least one <env>.yaml", "none"))
     for name in sorted(catalog.environments):
         for p in _resolve(catalog, parse_problems, name, day)[1]:
@@ -47,7 +48,7 @@ def _resolve(
         return None, [
             Problem(env_file, "", f"an environment name that is {NAME_EXPECTED}", repr(env_name))
         ]
-    own = [p for p in parse_problems if p.file == env_file]
+    own = _own(parse_problems, env_file)
     env = catalog.environments.get(env_name)
     if env is None:
         if own or env_file in catalog.files:
@@ -118,6 +119,12 @@ def _resolve(
     return Resolved(env, feed, feed_version, schema, schema_version, day), problems
 
 
+def _own(parse_problems: list[Problem], path: str) -> list[Problem]:
+    """The problems of ``<kind>/<name>.yaml``, or of a ``.yml`` file in its place."""
+    twin = path.removesuffix(".yaml") + ".yml"
+    return [p for p in parse_problems if p.file in (path, twin)]
+
+
 def _feed(
     catalog: Catalog,
     parse_problems: list[Problem],
@@ -128,7 +135,7 @@ def _feed(
     feed = catalog.feeds.get(name)
     if feed is None:
         path = f"feeds/{name}.yaml"
-        own = [p for p in parse_problems if p.file == path]
+        own = _own(parse_problems, path)
         problems.extend(
             own
             or [
@@ -153,7 +160,7 @@ def _schema(
     schema = catalog.schemas.get(name)
     if schema is None:
         path = f"schemas/{name}.yaml"
-        own = [p for p in parse_problems if p.file == path]
+        own = _own(parse_problems, path)
         problems.extend(
             own
             or [
