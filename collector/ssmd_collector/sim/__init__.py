@@ -1,0 +1,11 @@
+"""The built-in Kalshi exchange simulator.
+
+It speaks the market-data WebSocket protocol faithfully enough (signed handshakes,
+commands and their answers, sequenced data, heartbeats, abrupt endings) to back the
+demo, the collector's tests, the benchmark and the in-cluster fake exchange.
+"""
+
+from ssmd_collector.sim.market import universe
+from ssmd_collector.sim.server import Ending, SimConfig, SimServer, SimSession
+
+__all__ = ["Ending", "SimConfig", "SimServer", "SimSession", "universe"]

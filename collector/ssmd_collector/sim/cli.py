@@ -1,0 +1,91 @@
+"""``ssmd sim``: run the simulated exchange as a process (demo, e2e fake exchange)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssmd_collector.sim.server import Ending, SimConfig, SimServer
+
+
+def sim_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8765,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic market model.")] = 0,
+    rate: Annotated[
+        float, typer.Option(help="Data messages per second per connection; 0 = unthrottled.")
+    ] = 50.0,
+    messages: Annotated[
+        int | None,
+        typer.Option(help="Apply --ending after this many data messages per connection."),
+    ] = None,
+    ending: Annotated[
+        Ending,
+        typer.Option(
+            help="After --messages: none (idle), close (code 1000), drop (TCP closed "
+            "without a close frame), silent (no data or pings, TCP kept open).",
+            case_sensitive=False,
+        ),
+    ] = Ending.NONE,
+    heartbeat: Annotated[
+        float, typer.Option(help="Seconds between 'heartbeat' pings; 0 disables them.")
+    ] = 10.0,
+    markets: Annotated[int, typer.Option(help="Number of simulated markets.")] = 20,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM public key: require handshakes signed by the matching private key.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    api_key_id: Annotated[
+        str | None, typer.Option(help="With --public-key: the only accepted KALSHI-ACCESS-KEY.")
+    ] = None,
+    certfile: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate chain: serve wss:// (needs --keyfile).", exists=True),
+    ] = None,
+    keyfile: Annotated[
+        Path | None, typer.Option(help="PEM private key of --certfile.", exists=True)
+    ] = None,
+) -> None:
+    """Run the simulated Kalshi exchange until SIGINT or SIGTERM."""
+    if (certfile is None) != (keyfile is None):
+        raise typer.BadParameter("--certfile and --keyfile go together")
+    context: ssl.SSLContext | None = None
+    if certfile is not None and keyfile is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile)
+    config = SimConfig(
+        host=host,
+        port=port,
+        ssl=context,
+        public_key_pem=None if public_key is None else public_key.read_bytes(),
+        api_key_id=api_key_id,
+        seed=seed,
+        rate=rate,
+        messages=messages,
+        ending=ending,
+        heartbeat=heartbeat,
+        markets=markets,
+        # A long-running exchange must not keep every frame it ever sent.
+        record=False,
+    )
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: SimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with SimServer(config) as sim:
+        typer.echo(f"ssmd sim: serving {sim.url}", err=True)
+        await stop.wait()
+    typer.echo("ssmd sim: stopped", err=True)

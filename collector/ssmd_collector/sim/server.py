@@ -1,0 +1,436 @@
+"""The simulated Kalshi exchange: a WebSocket server speaking the market-data protocol.
+
+:class:`SimServer` verifies signed handshakes (HTTP 401 otherwise), answers commands
+through :mod:`.protocol`, streams frames from a per-connection :class:`~.market.Feed`,
+sends ``heartbeat`` pings, and ends each connection the way :class:`SimConfig` says
+(close, dropped TCP, or silence). Every accepted connection gets a :class:`SimSession`
+that records what went over the wire, for tests to assert on.
+
+Hot path: data frames, command answers and heartbeat pings are framed here and written
+to the transport in one ``write`` per batch, bypassing ``websockets``' per-message
+``send()`` (about three times slower, measured). That is safe because the server never
+negotiates extensions (``compression=None``) and server frames are unmasked, so a text
+frame is a 2-10 byte header plus the UTF-8 payload; frames are written only while the
+connection is OPEN, and ``websockets`` still owns the handshake, reading, pongs and the
+closing handshake. Back-pressure goes through the connection's ``drain()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import socket
+import ssl as ssl_module
+import struct
+import time
+import weakref
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from ssmd_collector import signing
+from ssmd_collector.sim.market import Feed
+from ssmd_collector.sim.protocol import Commands
+
+logger = logging.getLogger(__name__)
+
+TIMESTAMP_WINDOW_S = 60.0
+"""Accepted clock skew between a handshake's KALSHI-ACCESS-TIMESTAMP and now."""
+
+_BATCH = 512
+"""Most data frames written per transport write: bounds loop latency at rate=0."""
+
+_WRITE_LIMIT = 2**18
+"""Transport high-water mark; drain() waits below it, so memory per connection is bounded."""
+
+_PING = bytes((0x89, 9)) + b"heartbeat"
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+
+
+def _header(opcode: int, length: int) -> bytes:
+    """RFC 6455 header of an unfragmented, unmasked (server-to-client) frame."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65_536:
+        return _H16.pack(0x80 | opcode, 126, length)
+    return _H64.pack(0x80 | opcode, 127, length)
+
+
+class Ending(enum.Enum):
+    """What happens after ``SimConfig.messages`` data messages."""
+
+    NONE = "none"
+    """Stop data, keep answering commands and sending heartbeats (idle)."""
+    CLOSE = "close"
+    """Normal closing handshake, code 1000."""
+    DROP = "drop"
+    """Close TCP after the last frame without a close frame (a dropped connection)."""
+    SILENT = "silent"
+    """No more data, pings or answers; TCP stays open (a stuck exchange)."""
+
+
+@dataclass
+class SimConfig:
+    """How the simulated exchange listens, authenticates, streams and ends connections."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    """0 picks a free port; read the result from ``SimServer.url``."""
+    path: str = signing.WS_PATH
+    ssl: ssl_module.SSLContext | None = None
+    """Serve wss:// with this context."""
+    public_key_pem: bytes | None = None
+    """When set, every handshake must carry valid KALSHI-ACCESS-* headers (else HTTP 401)
+    and the connection counts as authenticated (private channels allowed)."""
+    api_key_id: str | None = None
+    """When set with ``public_key_pem``, KALSHI-ACCESS-KEY must equal it."""
+    seed: int = 0
+    """Same seed + same commands at the same points of the stream -> byte-identical frames."""
+    rate: float = 50.0
+    """Data messages per second per connection; 0 means as fast as the client reads."""
+    messages: int | None = None
+    """Apply ``ending`` after this many data messages (answers are not counted)."""
+    ending: Ending = Ending.NONE
+    heartbeat: float = 10.0
+    """Seconds between Ping frames with payload ``heartbeat``; 0 disables them."""
+    markets: int = 20
+    """Size of the universe streamed to subscriptions without a market filter."""
+    record: bool = True
+    """Record data frames in ``SimSession.sent``. Long runs and benchmarks turn it off so
+    memory stays bounded; answers, errors and injected frames are always recorded."""
+
+
+@dataclass(eq=False)
+class SimSession:
+    """One accepted connection, as seen from the exchange side.
+
+    ``sent`` holds every text frame sent, in order, exactly as sent (answers, errors,
+    data unless ``SimConfig.record`` is off, and frames injected with :meth:`send_raw`);
+    binary frames injected with :meth:`send_raw` go to ``sent_binary``. ``received``
+    holds every frame the client sent; ``commands`` those that parsed as JSON objects.
+    """
+
+    request_headers: dict[str, str]
+    authenticated: bool
+    sent: list[str] = field(default_factory=list)
+    sent_binary: list[bytes] = field(default_factory=list)
+    received: list[str | bytes] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    data_sent: int = 0
+    ending: Ending | None = None
+    """The ending applied, once it has been."""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the ending has been applied or the connection closed."""
+    _connection: ServerConnection | None = field(default=None, repr=False)
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send ``frame`` verbatim (text for ``str``, binary for ``bytes``): a test hook
+        for malformed or unexpected frames. Raises ``ConnectionClosed`` once closed."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("session has no connection")
+        if isinstance(frame, str):
+            self.sent.append(frame)
+        else:
+            self.sent_binary.append(frame)
+        await connection.send(frame)
+
+
+class SimServer:
+    """The simulated exchange, as an async context manager::
+
+    async with SimServer(SimConfig(port=0)) as sim:
+        async with websockets.connect(sim.url) as ws: ...
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.url = ""
+        self.sessions: list[SimSession] = []
+        self.rejected_handshakes = 0
+        self.rejections: list[str] = []
+        """Why each rejected handshake was rejected, in order."""
+        pem = config.public_key_pem
+        self._public_key = None if pem is None else signing.load_public_key(pem)
+        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, bool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._server: Server | None = None
+        self._session_added: asyncio.Condition | None = None
+
+    async def __aenter__(self) -> SimServer:
+        config = self.config
+        self._session_added = asyncio.Condition()
+        sock = _listening_socket(config.host, config.port)
+        try:
+            self._server = await serve(
+                self._handle,
+                sock=sock,
+                ssl=config.ssl,
+                process_request=self._process_request,
+                # No permessage-deflate: it would dominate the send path at benchmark
+                # rates, and the raw framing in this module relies on no extensions.
+                compression=None,
+                ping_interval=None,  # heartbeats are ours: Kalshi's payload, no pong timeout
+                close_timeout=2,
+                write_limit=_WRITE_LIMIT,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        scheme = "wss" if config.ssl is not None else "ws"
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        self.url = f"{scheme}://{host}:{sock.getsockname()[1]}{config.path}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def wait_session(self, index: int = 0, timeout: float = 5) -> SimSession:  # noqa: ASYNC109
+        """The ``index``-th accepted connection (0-based), waiting up to ``timeout`` s."""
+        if self._session_added is None:
+            raise RuntimeError("SimServer is not running; use it as 'async with'")
+        try:
+            async with asyncio.timeout(timeout), self._session_added:
+                await self._session_added.wait_for(lambda: len(self.sessions) > index)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no connection #{index} within {timeout} s "
+                f"({len(self.sessions)} accepted, {self.rejected_handshakes} rejected)"
+            ) from None
+        return self.sessions[index]
+
+    # -- handshake -------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path != self.config.path:
+            return self._reject(
+                connection, HTTPStatus.NOT_FOUND, f"no endpoint at {path}; use {self.config.path}"
+            )
+        if self._public_key is None:
+            self._authenticated[connection] = False
+            return None
+        problem = self._signature_problem(request.headers, path)
+        if problem is not None:
+            return self._reject(connection, HTTPStatus.UNAUTHORIZED, problem)
+        self._authenticated[connection] = True
+        return None
+
+    def _signature_problem(self, headers: Headers, path: str) -> str | None:
+        """Why the KALSHI-ACCESS-* headers do not authenticate, or None when they do."""
+        assert self._public_key is not None
+        key_id = headers.get(signing.KEY_HEADER, "")
+        timestamp = headers.get(signing.TIMESTAMP_HEADER, "")
+        signature = headers.get(signing.SIGNATURE_HEADER, "")
+        missing = [
+            name
+            for name, value in (
+                (signing.KEY_HEADER, key_id),
+                (signing.TIMESTAMP_HEADER, timestamp),
+                (signing.SIGNATURE_HEADER, signature),
+            )
+            if not value
+        ]
+        if missing:
+            return f"missing header(s) {', '.join(missing)}"
+        if self.config.api_key_id is not None and key_id != self.config.api_key_id:
+            return f"unknown {signing.KEY_HEADER}"
+        if not timestamp.isdigit():
+            return f"{signing.TIMESTAMP_HEADER} must be unix time in milliseconds"
+        skew_s = abs(time.time() - int(timestamp) / 1000)
+        if skew_s > TIMESTAMP_WINDOW_S:
+            return f"{signing.TIMESTAMP_HEADER} is {skew_s:.0f} s away from server time"
+        if not signing.verify(self._public_key, timestamp, "GET", path, signature):
+            return f"{signing.SIGNATURE_HEADER} does not verify for GET {path}"
+        return None
+
+    def _reject(self, connection: ServerConnection, status: HTTPStatus, reason: str) -> Response:
+        self.rejected_handshakes += 1
+        self.rejections.append(reason)
+        logger.info("sim: rejected handshake (%d): %s", status, reason)
+        return connection.respond(status, f"{reason}\n")
+
+    # -- connections -----------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        assert self._session_added is not None
+        session = SimSession(
+            request_headers=dict(connection.request.headers.raw_items()),
+            authenticated=self._authenticated.pop(connection, False),
+            _connection=connection,
+        )
+        self.sessions.append(session)
+        async with self._session_added:
+            self._session_added.notify_all()
+        try:
+            await _Conversation(self.config, connection, session).run()
+        finally:
+            session.done.set()
+
+
+class _Conversation:
+    """One connection's tasks: the command reader (here), the streamer, the heartbeat."""
+
+    def __init__(self, config: SimConfig, connection: ServerConnection, session: SimSession):
+        self.config = config
+        self.connection = connection
+        self.session = session
+        self.feed = Feed(seed=config.seed, markets=config.markets)
+        self.commands = Commands(self.feed, authenticated=session.authenticated)
+        self.wake = asyncio.Event()
+        self.silent = False
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._stream(), name="sim-stream")]
+        if self.config.heartbeat > 0:
+            tasks.append(asyncio.create_task(self._heartbeat(), name="sim-heartbeat"))
+        for task in tasks:
+            task.add_done_callback(self._crashed)
+        try:
+            await self._read()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _crashed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A simulator bug must not look like a quiet exchange: fail the connection.
+            logger.error("sim: %s failed", task.get_name(), exc_info=task.exception())
+            self.connection.transport.abort()
+
+    def _write(self, frames: list[str], *, data: bool) -> bool:
+        """Frame and write text frames in one transport write; False once not OPEN."""
+        if self.connection.protocol.state is not State.OPEN:
+            return False
+        parts: list[bytes] = []
+        for frame in frames:
+            payload = frame.encode()
+            parts.append(_header(0x1, len(payload)))
+            parts.append(payload)
+        self.connection.transport.write(b"".join(parts))
+        if self.config.record or not data:
+            self.session.sent.extend(frames)
+        return True
+
+    async def _read(self) -> None:
+        session = self.session
+        with contextlib.suppress(ConnectionClosed):
+            async for message in self.connection:
+                session.received.append(message)
+                if isinstance(message, str):
+                    with contextlib.suppress(ValueError):
+                        parsed = json.loads(message)
+                        if isinstance(parsed, dict):
+                            session.commands.append(parsed)
+                if self.silent:
+                    continue  # a stuck exchange reads but never answers
+                answers = self.commands.handle(message)
+                self.wake.set()
+                if self._write(answers, data=False):
+                    await self.connection.drain()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            if self.silent or self.connection.protocol.state is not State.OPEN:
+                return
+            self.connection.transport.write(_PING)
+
+    async def _stream(self) -> None:
+        config, feed, session = self.config, self.feed, self.session
+        loop = asyncio.get_running_loop()
+        remaining = config.messages
+        rate = config.rate
+        start, emitted = loop.time(), 0
+        while remaining is None or remaining > 0:
+            if not feed.active:
+                self.wake.clear()
+                await self.wake.wait()
+                start, emitted = loop.time(), 0  # pacing restarts with the stream
+                continue
+            count = _BATCH
+            if rate > 0:
+                # Token bucket anchored at `start`: frame k is due at start + k / rate, so
+                # sleep granularity never accumulates into drift.
+                now = loop.time()
+                due = int((now - start) * rate) + 1 - emitted
+                if due <= 0:
+                    await asyncio.sleep(start + emitted / rate - now)
+                    continue
+                backlog_limit = max(1, int(rate))
+                if due > backlog_limit:  # blocked by back-pressure: catch up 1 s at most
+                    emitted += due - backlog_limit
+                    due = backlog_limit
+                count = min(count, due)
+            if remaining is not None:
+                count = min(count, remaining)
+            frames = feed.take(count)
+            if not self._write(frames, data=True):
+                return
+            emitted += len(frames)
+            session.data_sent += len(frames)
+            if remaining is not None:
+                remaining -= len(frames)
+            await self.connection.drain()
+            if rate <= 0:
+                await asyncio.sleep(0)  # let the reader and the heartbeat run
+        await self._end()
+
+    async def _end(self) -> None:
+        ending = self.config.ending
+        self.session.ending = ending
+        if ending is Ending.CLOSE:
+            await self.connection.close(1000)
+        elif ending is Ending.DROP:
+            # Let the frames already written reach the socket, then close TCP without a
+            # close frame: the client sees all data, then an abnormal closure (1006).
+            transport = self.connection.transport
+            for _ in range(400):
+                if transport.get_write_buffer_size() == 0:
+                    break
+                await asyncio.sleep(0.005)
+            transport.abort()
+        elif ending is Ending.SILENT:
+            self.silent = True
+        self.session.done.set()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """One listening socket on the first address of ``host`` (IPv4 preferred).
+
+    ``serve(host, port=0)`` would bind every address of a name like ``localhost`` on a
+    different random port; one socket gives one unambiguous URL.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

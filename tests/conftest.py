@@ -1,0 +1,78 @@
+"""Shared test fixtures: TLS material for wss on loopback, an RSA key pair, a free port."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+@dataclass(frozen=True)
+class TLS:
+    """A private CA and a server certificate for ``localhost`` and ``127.0.0.1``."""
+
+    server_context: ssl.SSLContext
+    """For the server side (``SimConfig.ssl``)."""
+    client_context: ssl.SSLContext
+    """Trusts only the private CA."""
+    ca_pem: bytes
+    """The CA certificate, for code that takes a CA file."""
+    cert_chain_pem: bytes
+    private_key_pem: bytes
+    """The server's certificate chain and key, for code that takes files (``ssmd sim``)."""
+
+
+@pytest.fixture(scope="session")
+def tls() -> TLS:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+    return TLS(
+        server_context=server,
+        client_context=client,
+        ca_pem=ca.cert_pem.bytes(),
+        cert_chain_pem=b"".join(blob.bytes() for blob in cert.cert_chain_pems),
+        private_key_pem=cert.private_key_pem.bytes(),
+    )
+
+
+def _key_pair() -> tuple[bytes, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_pem, public_pem
+
+
+@pytest.fixture(scope="session")
+def rsa_keys() -> tuple[bytes, bytes]:
+    """(private PKCS#8 PEM, public PEM) of one 2048-bit key, generated once per session."""
+    return _key_pair()
+
+
+@pytest.fixture(scope="session")
+def other_rsa_keys() -> tuple[bytes, bytes]:
+    """A second, unrelated key pair: signatures from it must be rejected."""
+    return _key_pair()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (prefer port=0 where possible)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
