@@ -780,6 +780,24 @@ def test_malformed_key(tree: dict[str, bytes], old: str, new: str, problem: str)
     assert validate(edited(tree, PROD, old, new)) == [f"{PROD}: {problem}"]
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("1", "keys.1: expected a key name that is a non-empty string; found int 1"),
+        ("yes", "keys.True: expected a key name that is a non-empty string; found bool True"),
+        (
+            "~",
+            "keys.None: expected a key name that is a non-empty string; "
+            "found nothing (field missing or null)",
+        ),
+        ('""', "keys.: expected a key name that is a non-empty string; found ''"),
+    ],
+)
+def test_key_names_must_be_text(tree: dict[str, bytes], name: str, problem: str) -> None:
+    files = edited(tree, PROD, "\n  kalshi:\n", f"\n  {name}:\n")
+    assert validate(files) == [f"{PROD}: {problem}"]
+
+
 def test_keys_must_be_a_mapping(tree: dict[str, bytes]) -> None:
     files = sim_with(tree, "keys: [kalshi]\n")
     assert validate(files) == [f"{SIM}: keys: expected a mapping; found list ['kalshi']"]

@@ -268,11 +268,17 @@ def _keys(f: Fields) -> tuple[KeySpec, ...] | None:
     specs: list[KeySpec] = []
     ok = True
     for key_name in keys.data:
-        k = keys.mapping(str(key_name))
+        # YAML keys may be ints, booleans or null (`1:`, `yes:`, `~:`); the name
+        # becomes part of an environment variable name, so it must be text.
+        if not isinstance(key_name, str) or not key_name.strip():
+            keys.problem(str(key_name), "a key name that is a non-empty string", key_name)
+            ok = False
+            continue
+        k = keys.mapping(key_name)
         if k is None:
             ok = False
             continue
-        spec = _key(k, str(key_name))
+        spec = _key(k, key_name)
         ok = ok and spec is not None
         if spec:
             specs.append(spec)
