@@ -1238,6 +1238,31 @@ def test_a_relative_symlink_inside_the_root_is_followed(root: Path) -> None:
     assert "shared/kalshi.yaml" not in files
 
 
+def test_broken_and_looping_links_are_problems(root: Path, tmp_path: Path) -> None:
+    (root / "feeds" / "kalshi.yaml").unlink()
+    (root / "feeds" / "kalshi.yaml").symlink_to("../shared/kalshi.yaml")
+    (root / "environments" / "a.yaml").symlink_to("b.yaml")
+    (root / "environments" / "b.yaml").symlink_to("a.yaml")
+
+    with pytest.raises(MetadataInvalid) as info:
+        read_directory(root)
+
+    assert [str(p) for p in info.value.problems] == [
+        "feeds/kalshi.yaml: expected a file, or a link to one; found a broken or looping "
+        "link to ../shared/kalshi.yaml",
+        "environments/a.yaml: expected a file, or a link to one; found a broken or looping "
+        "link to b.yaml",
+        "environments/b.yaml: expected a file, or a link to one; found a broken or looping "
+        "link to a.yaml",
+    ]
+
+
+def test_linked_subdirectories_are_ignored_like_real_ones(root: Path) -> None:
+    (root / "old-feeds").mkdir()
+    (root / "feeds" / "archive").symlink_to("../old-feeds", target_is_directory=True)
+    assert set(read_directory(root)) == EXAMPLE_FILES
+
+
 def configmap_volume(mount: Path, contents: dict[str, bytes]) -> None:
     """Lay out ``contents`` the way the kubelet projects a ConfigMap volume.
 

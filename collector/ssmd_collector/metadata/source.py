@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import MetadataInvalid, Problem
@@ -38,7 +39,20 @@ def read_directory(root: Path) -> dict[str, bytes]:
             rel = f"{kind}/{path.name}"
             # ConfigMap volumes are symlink farms (..data/...), so links are allowed
             # as long as they stay inside the root.
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith("."):
+                continue
+            if not path.is_file():
+                # Subdirectories are not metadata, but a link that leads nowhere is a
+                # mistake: without a problem, the user would only see "no such feed".
+                if path.is_symlink() and not path.exists():
+                    problems.append(
+                        Problem(
+                            rel,
+                            "",
+                            "a file, or a link to one",
+                            f"a broken or looping link to {os.readlink(path)}",
+                        )
+                    )
                 continue
             real = path.resolve()
             if not real.is_relative_to(base):
@@ -53,7 +67,10 @@ def read_directory(root: Path) -> dict[str, bytes]:
                     )
                 )
                 continue
-            files[rel] = real.read_bytes()
+            try:
+                files[rel] = real.read_bytes()
+            except OSError as exc:  # e.g. a Secret/ConfigMap mounted with mode 0000
+                problems.append(Problem(rel, "", "a readable file", exc.strerror or str(exc)))
     if problems:
         raise MetadataInvalid(problems)
     return files
