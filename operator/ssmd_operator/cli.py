@@ -1,0 +1,86 @@
+"""``ssmd-operator``: run the SsmdEnvironment operator, namespaced or cluster-wide.
+
+    ssmd-operator --namespace ssmd          # only these namespaces (repeatable)
+    ssmd-operator                           # every namespace (needs a ClusterRole)
+
+The liveness endpoint (``http://0.0.0.0:8081/healthz`` by default) is kopf's own:
+it answers 200 while the operator's tasks run and reports the probe results
+(the number of environments watched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Sequence
+
+import kopf
+
+from .handlers import OperatorConfig, build_registry, operator_settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ssmd-operator",
+        description="Reconcile SsmdEnvironment resources into running ssmd collectors.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeat for several; default: $WATCH_NAMESPACE, "
+        "comma-separated, or all namespaces)",
+    )
+    parser.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace even if $WATCH_NAMESPACE is set",
+    )
+    parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
+    parser.add_argument("--liveness-port", type=int, default=8081)
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=60.0,
+        help="reconcile every environment this often even without events (default 60)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at INFO with details")
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG")
+    parser.add_argument(
+        "--log-format", choices=("json", "text"), default="text", help="log line format"
+    )
+    return parser.parse_args(argv)
+
+
+def namespaces_from(args: argparse.Namespace) -> list[str]:
+    """Explicit namespaces win; then $WATCH_NAMESPACE; empty means cluster-wide."""
+    if args.all_namespaces:
+        return []
+    if args.namespace:
+        return [n for item in args.namespace for n in item.split(",") if n]
+    return [n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``ssmd-operator``."""
+    args = parse_args(argv)
+    namespaces = namespaces_from(args)
+    kopf.configure(
+        verbose=args.verbose,
+        debug=args.debug,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    config = OperatorConfig(resync_seconds=args.resync_seconds)
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(config),
+            settings=operator_settings(),
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,  # one replica; no peering objects to create or permit
+            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+        )
+    )

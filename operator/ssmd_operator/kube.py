@@ -1,0 +1,140 @@
+"""A small async Kubernetes API client: get, create, merge-patch, on aiohttp.
+
+Why not the official client: it is synchronous, and the operator already gets its
+credentials from kopf's login (``kopf.ConnectionInfo``: in-cluster service
+account, kubeconfig, or the test emulator). This client uses those same
+credentials, so the operator and kopf always talk to the same API server. On a 401
+it logs in again once (service-account tokens rotate) and retries.
+
+All writes are JSON merge patches (``application/merge-patch+json``), the one
+patch flavour whose meaning does not depend on the resource's Go structs, and the
+one ``drift.matches`` models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+Manifest = dict[str, Any]
+Relogin = Callable[[], Awaitable[Any]]
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer; ``status`` is the HTTP code, the message is the server's."""
+
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        self.status = status
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+
+
+def resource_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """``/api/v1/namespaces/ns/configmaps/x`` and the like."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    parts = [base]
+    if namespace is not None:
+        parts.append(f"namespaces/{namespace}")
+    parts.append(plural)
+    if name is not None:
+        parts.append(name)
+    if subresource is not None:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+class KubeApi:
+    """One aiohttp session per set of credentials; created lazily inside the event loop."""
+
+    def __init__(self) -> None:
+        self._info: Any = None
+        self._relogin: Relogin | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+
+    def use(self, info: kopf.ConnectionInfo, relogin: Relogin | None = None) -> None:
+        """Adopt new credentials (from the login handler); the next request uses them."""
+        self._info = info
+        self._relogin = relogin
+        old, self._session = self._session, None
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get(self, path: str) -> Manifest | None:
+        """The object at ``path``, or ``None`` if it does not exist."""
+        try:
+            return await self._request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> Manifest:
+        return await self._request("POST", path, body)
+
+    async def patch(self, path: str, body: Mapping[str, Any]) -> Manifest:
+        return await self._request("PATCH", path, body, MERGE_PATCH)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> Manifest:
+        for attempt in (1, 2):
+            session, server = await self._connect()
+            data = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": content_type, "Accept": "application/json"}
+            async with session.request(
+                method, server.rstrip("/") + path, data=data, headers=headers
+            ) as response:
+                text = await response.text()
+                if response.status == 401 and attempt == 1 and self._relogin is not None:
+                    self.use(await self._relogin(), self._relogin)
+                    continue
+                if response.status >= 400:
+                    raise ApiError(response.status, method, path, _message(text))
+                loaded = json.loads(text) if text else {}
+                return loaded if isinstance(loaded, dict) else {}
+        raise ApiError(401, method, path, "unauthorized after logging in again")
+
+    async def _connect(self) -> tuple[aiohttp.ClientSession, str]:
+        async with self._lock:
+            if self._info is None:
+                raise RuntimeError("no credentials yet: the kopf login handler has not run")
+            if self._session is None:
+                info = self._info
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+                    headers={**info.as_http_headers(), "User-Agent": "ssmd-operator"},
+                    timeout=aiohttp.ClientTimeout(total=30),
+                )
+            return self._session, str(self._info.server)
+
+
+def _message(text: str) -> str:
+    """The ``message`` of a Kubernetes ``Status`` body, else the (shortened) text."""
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return text[:300]
+    if isinstance(loaded, dict) and isinstance(loaded.get("message"), str):
+        return str(loaded["message"])[:300]
+    return text[:300]

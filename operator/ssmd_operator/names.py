@@ -1,0 +1,53 @@
+"""Names defined once: the API group, label and annotation keys, child object names, defaults.
+
+The CRD (``crds/``), the RBAC in ``deploy/`` and the docs spell the same strings;
+tests check that they agree with this module.
+"""
+
+from __future__ import annotations
+
+GROUP = "ssmd.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SsmdEnvironment"
+PLURAL = "ssmdenvironments"
+
+OPERATOR_NAME = "ssmd-operator"
+"""Reported as the Events' source and the children's ``managed-by`` label."""
+
+DEFAULT_IMAGE = "ghcr.io/ssmd/ssmd-collector:0.1.0"
+"""Collector image when ``spec.image`` is empty (the CRD defaults to the same)."""
+
+METADATA_DIRECTORIES = ("feeds", "schemas", "environments")
+DEFAULT_METADATA_CONFIGMAPS: tuple[tuple[str, str], ...] = (
+    ("ssmd-feeds", "feeds"),
+    ("ssmd-schemas", "schemas"),
+    ("ssmd-environments", "environments"),
+)
+"""(ConfigMap name, metadata directory) pairs that ``exchanges/kustomization.yaml`` generates."""
+
+# Labels every child carries; ``instance`` is the SsmdEnvironment's name.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+COLLECTOR_APP = "ssmd-collector"
+
+ANNOTATION_SNAPSHOT_HASH = f"{GROUP}/snapshot-hash"
+"""On the snapshot ConfigMap and the pod template: a metadata change rolls the pod."""
+
+CONTAINER_NAME = "collector"
+CONFIG_DIR = "/etc/ssmd/exchanges"
+DATA_DIR = "/var/lib/ssmd/data"
+HTTP_PORT = 8080
+RUN_AS_USER = 10001
+"""Numeric, so ``runAsNonRoot`` can be verified by the kubelet without reading the image."""
+
+
+def config_map_name(environment_cr: str) -> str:
+    """The snapshot ConfigMap of one SsmdEnvironment (named after the CR, unique per namespace)."""
+    return f"{environment_cr}-config"
+
+
+def deployment_name(environment_cr: str) -> str:
+    return f"{environment_cr}-collector"

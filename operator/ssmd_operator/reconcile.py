@@ -1,0 +1,338 @@
+"""One reconcile pass for one SsmdEnvironment, level-triggered and idempotent.
+
+Every trigger (the resource itself, a metadata ConfigMap, the Secret, an owned
+child, the periodic resync) calls ``Reconciler.reconcile``. A pass reads the
+current state, computes the desired children with pure functions, and writes only
+what differs. Rules that keep a collector safe:
+
+- The children are written only from a *good state*: metadata that resolves (now,
+  or else the last good snapshot) and a Secret with every needed field. Without
+  one, nothing is written or deleted: a running collector keeps running, and the
+  status says why it is not being updated.
+- Objects with the child names that another owner holds are never adopted.
+- Passes for one environment never overlap; requests during a pass coalesce into
+  one more pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssmd_collector.metadata import MetadataInvalid, Problem, Resolved, resolve_environment
+
+from . import events, render, snapshot
+from .drift import matches
+from .kube import KubeApi, resource_path
+from .names import API_VERSION, PLURAL, config_map_name, deployment_name
+from .secrets import SecretCheck, check_secret
+from .spec import EnvironmentSpec, SpecInvalid, parse_spec
+from .status import (
+    COLLECTOR_AVAILABLE,
+    METADATA_RESOLVED,
+    SECRET_READY,
+    Condition,
+    Running,
+    collector_condition,
+    condition,
+    ready_condition,
+    status_body,
+    transitions,
+)
+
+logger = logging.getLogger(__name__)
+
+SecretKeys = Callable[[str, str], Collection[str] | None]
+"""(namespace, Secret name) -> the Secret's data key names, or None if it does not exist."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: bool = False
+    retry: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _Desired:
+    """What a pass decided, before it is written."""
+
+    conditions: tuple[Condition, Condition]  # MetadataResolved, SecretReady
+    resolved: Resolved | None = None
+    snapshot: snapshot.Snapshot | None = None
+    secret: SecretCheck | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        retry_seconds: float = 10.0,
+    ) -> None:
+        self.api = api
+        self.clock = clock
+        self.retry_seconds = retry_seconds
+        self._slots: dict[tuple[str, str], _Slot] = {}
+
+    async def reconcile(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
+        """Run a pass now, or make sure one starts after the pass in progress."""
+        slot = self._slots.setdefault((namespace, name), _Slot())
+        slot.pending = True
+        async with slot.lock:
+            if not slot.pending:
+                return  # a pass that started after this request has already run
+            slot.pending = False
+            try:
+                await self._pass(namespace, name, secret_keys)
+            except Exception:
+                # Errors of one environment stay with it; the retry (and the periodic
+                # resync) run the pass again.
+                logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
+                self._retry_later(slot, namespace, name, secret_keys)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The resource is gone: drop its slot (children go by ownerReference GC)."""
+        slot = self._slots.pop((namespace, name), None)
+        if slot is not None and slot.retry is not None:
+            slot.retry.cancel()
+
+    def _retry_later(self, slot: _Slot, namespace: str, name: str, keys: SecretKeys) -> None:
+        if slot.retry is not None and not slot.retry.done():
+            return
+
+        async def retry() -> None:
+            await asyncio.sleep(self.retry_seconds)
+            slot.retry = None
+            await self.reconcile(namespace, name, keys)
+
+        slot.retry = asyncio.get_running_loop().create_task(retry())
+
+    async def _pass(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
+        cr_path = resource_path(API_VERSION, PLURAL, namespace, name)
+        cr = await self.api.get(cr_path)
+        if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        meta = cr["metadata"]
+        owner = render.Owner(name, namespace, str(meta.get("uid", "")))
+        generation = meta.get("generation")
+        now = self.clock()
+
+        cm_path = resource_path("v1", "configmaps", namespace, config_map_name(name))
+        dep_path = resource_path("apps/v1", "deployments", namespace, deployment_name(name))
+        current_cm = await self.api.get(cm_path)
+        current_dep = await self.api.get(dep_path)
+        foreign = [o for o in (current_cm, current_dep) if o is not None and not _owned(o, owner)]
+
+        paused = False
+        writes: list[tuple[str, str]] = []
+        running: Running | None = None
+        try:
+            spec = parse_spec(name, cr.get("spec") or {})
+        except SpecInvalid as exc:
+            unknown = Condition(SECRET_READY, "Unknown", "SpecInvalid", "not checked")
+            desired = _Desired(
+                (condition(METADATA_RESOLVED, False, "SpecInvalid", str(exc)), unknown)
+            )
+        else:
+            paused = spec.paused
+            desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
+            if desired.resolved and desired.snapshot and desired.secret and not foreign:
+                current_cm, current_dep, writes = await self._apply(
+                    owner, spec, desired.snapshot, desired.secret, current_cm, current_dep
+                )
+                running = _running(desired.resolved, desired.snapshot)
+            elif current_dep is not None and not foreign:
+                # Not a good state: nothing was written, so report what still runs.
+                last, snap = _last_good(current_cm, spec.environment, now.date())
+                running = _running(last, snap) if last and snap else None
+
+        if foreign:
+            names = ", ".join(str(o["metadata"].get("name")) for o in foreign)
+            collector = condition(
+                COLLECTOR_AVAILABLE,
+                False,
+                "ResourceConflict",
+                f"{names} already exist(s) and belong(s) to another owner: rename or delete them",
+            )
+        else:
+            collector = collector_condition(current_dep, paused)
+        parts = (*desired.conditions, collector)
+        conditions = (*parts, ready_condition(parts, paused))
+        previous = cr.get("status") or {}
+        body = status_body(conditions, running, generation, previous, now)
+        for kind, message in writes:
+            await self._event(owner, events.NORMAL, kind, message, now)
+        if not matches(body, previous):
+            await self.api.patch(
+                resource_path(API_VERSION, PLURAL, namespace, name, "status"), {"status": body}
+            )
+            for c in transitions(previous, conditions):
+                kind = events.NORMAL if c.true else events.WARNING
+                await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)
+
+    async def _decide(
+        self,
+        namespace: str,
+        spec: EnvironmentSpec,
+        current_cm: Mapping[str, Any] | None,
+        secret_keys: SecretKeys,
+        day: dt.date,
+    ) -> _Desired:
+        resolved: Resolved | None
+        snap: snapshot.Snapshot | None
+        try:
+            tree = await self._metadata_tree(namespace, spec)
+            resolved = resolve_environment(tree, spec.environment, day)
+            snap = snapshot.take(resolved, tree)
+            metadata = condition(METADATA_RESOLVED, True, "Resolved", _describe(resolved))
+        except MetadataInvalid as exc:
+            resolved, snap = _last_good(current_cm, spec.environment, day)
+            kept = (
+                f"the collector keeps the last good snapshot {snap.hash}"
+                if snap is not None
+                else "no collector is started until it resolves"
+            )
+            problems = "; ".join(str(p) for p in exc.problems)
+            metadata = condition(
+                METADATA_RESOLVED, False, "MetadataInvalid", f"{problems} ({kept})"
+            )
+        if resolved is None:
+            unknown = Condition(
+                SECRET_READY, "Unknown", "MetadataNotResolved", "unknown until metadata resolves"
+            )
+            return _Desired((metadata, unknown))
+        keys = secret_keys(namespace, spec.secret_name) if spec.secret_name else None
+        secret = check_secret(resolved.environment.keys, spec.secret_name, keys)
+        secret_cond = condition(SECRET_READY, secret.ready, secret.reason, secret.message)
+        if not secret.ready:
+            return _Desired((metadata, secret_cond), resolved, snap)
+        return _Desired((metadata, secret_cond), resolved, snap, secret)
+
+    async def _metadata_tree(self, namespace: str, spec: EnvironmentSpec) -> dict[str, bytes]:
+        pairs = []
+        missing: list[Problem] = []
+        for source in spec.metadata:
+            path = resource_path("v1", "configmaps", namespace, source.config_map)
+            config_map = await self.api.get(path)
+            if config_map is None:
+                missing.append(
+                    Problem(
+                        f"{source.directory}/",
+                        "",
+                        f"ConfigMap {namespace}/{source.config_map} with the {source.directory}/ "
+                        "files (see exchanges/kustomization.yaml)",
+                        "no such ConfigMap",
+                    )
+                )
+            else:
+                pairs.append((source, config_map))
+        if missing:
+            raise MetadataInvalid(missing)
+        return snapshot.metadata_tree(pairs)
+
+    async def _apply(
+        self,
+        owner: render.Owner,
+        spec: EnvironmentSpec,
+        snap: snapshot.Snapshot,
+        secret: SecretCheck,
+        current_cm: dict[str, Any] | None,
+        current_dep: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]]]:
+        writes: list[tuple[str, str]] = []
+        cm = render.config_map(owner, snap, current_cm)
+        current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
+        if did:
+            writes.append(
+                ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
+            )
+        dep = render.deployment(owner, spec, snap, secret.env)
+        current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
+        if did:
+            replicas = dep["spec"]["replicas"]
+            writes.append(
+                (
+                    f"Collector{did}",
+                    f"{did} Deployment {dep['metadata']['name']}: {replicas} replica(s), "
+                    f"snapshot {snap.hash}",
+                )
+            )
+        return current_cm, current_dep, writes
+
+    async def _write(
+        self,
+        api_version: str,
+        plural: str,
+        owner: render.Owner,
+        desired: dict[str, Any],
+        current: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """Create, patch, or (already matching) leave alone; returns the object and the verb."""
+        name = desired["metadata"]["name"]
+        if current is None:
+            path = resource_path(api_version, plural, owner.namespace)
+            created = await self.api.create(path, render.without_nones(desired))
+            logger.info("created %s %s/%s", plural, owner.namespace, name)
+            return created, "Created"
+        if matches(desired, current):
+            return current, None
+        path = resource_path(api_version, plural, owner.namespace, name)
+        patched = await self.api.patch(path, desired)
+        logger.info("updated %s %s/%s", plural, owner.namespace, name)
+        return patched, "Updated"
+
+    async def _event(
+        self, owner: render.Owner, type_: str, reason: str, message: str, now: dt.datetime
+    ) -> None:
+        body = events.event(owner, type_, reason, message, now)
+        try:
+            await self.api.create(resource_path("v1", "events", owner.namespace), body)
+        except Exception:  # an Event is informative; losing one must not fail the pass
+            logger.warning("could not post Event %s for %s", reason, owner.name, exc_info=True)
+
+
+def _owned(obj: Mapping[str, Any], owner: render.Owner) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == owner.uid and r.get("kind") == "SsmdEnvironment" for r in refs)
+
+
+def _last_good(
+    current_cm: Mapping[str, Any] | None, environment: str, day: dt.date
+) -> tuple[Resolved | None, snapshot.Snapshot | None]:
+    """Resolve from the snapshot already written, so invalid metadata keeps the collector."""
+    if current_cm is None:
+        return None, None
+    last = snapshot.from_config_map(current_cm)
+    try:
+        return resolve_environment(last.files, environment, day), last
+    except MetadataInvalid:
+        return None, None
+
+
+def _describe(resolved: Resolved) -> str:
+    feed, schema = resolved.feed_version, resolved.schema_version
+    return (
+        f"environment {resolved.environment.name}: feed {resolved.feed.name} {feed.version} "
+        f"({feed.endpoint}), schema {resolved.schema.name}:{schema.version}"
+    )
+
+
+def _running(resolved: Resolved, snap: snapshot.Snapshot) -> Running:
+    return Running(
+        environment=resolved.environment.name,
+        feed=resolved.feed.name,
+        feed_version=resolved.feed_version.version,
+        endpoint=resolved.feed_version.endpoint,
+        schema=f"{resolved.schema.name}:{resolved.schema_version.version}",
+        snapshot_hash=snap.hash,
+    )

@@ -1,0 +1,230 @@
+"""Desired child objects of one SsmdEnvironment: the snapshot ConfigMap and the Deployment.
+
+Pure functions from typed inputs to plain manifests. The manifests double as JSON
+merge patches (RFC 7386): every list the operator owns is written whole, and a
+``None`` value means "this field must be absent" (a merge patch deletes it); use
+``without_nones`` for a create body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .names import (
+    ANNOTATION_SNAPSHOT_HASH,
+    API_VERSION,
+    COLLECTOR_APP,
+    CONFIG_DIR,
+    CONTAINER_NAME,
+    DATA_DIR,
+    HTTP_PORT,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    OPERATOR_NAME,
+    RUN_AS_USER,
+    config_map_name,
+    deployment_name,
+)
+from .secrets import SecretEnvVar
+from .snapshot import Snapshot
+from .spec import EnvironmentSpec
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SsmdEnvironment a child belongs to (its uid makes the ownerReference exact)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {
+        LABEL_NAME: COLLECTOR_APP,
+        LABEL_INSTANCE: owner.name,
+        LABEL_COMPONENT: "collector",
+        LABEL_MANAGED_BY: OPERATOR_NAME,
+    }
+
+
+def selector(owner: Owner) -> dict[str, str]:
+    """Immutable after creation, so it holds only labels that never change."""
+    return {LABEL_NAME: COLLECTOR_APP, LABEL_INSTANCE: owner.name}
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner, name: str, annotations: Mapping[str, str]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner),
+        "annotations": dict(annotations),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def config_map(
+    owner: Owner, snapshot: Snapshot, current: Mapping[str, Any] | None = None
+) -> Manifest:
+    """The snapshot ConfigMap; keys ``current`` has but the snapshot lacks are set to None.
+
+    A merge patch only adds and replaces map keys, so a file the environment no
+    longer needs must be named explicitly to be removed.
+    """
+    data, binary = snapshot.config_map_data()
+    sections: dict[str, dict[str, str | None]] = {"data": dict(data), "binaryData": dict(binary)}
+    for section, wanted in sections.items():
+        for key in (current or {}).get(section) or {}:
+            if key not in wanted:
+                wanted[key] = None
+    manifest: Manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            owner, config_map_name(owner.name), {ANNOTATION_SNAPSHOT_HASH: snapshot.hash}
+        ),
+    }
+    manifest.update({section: wanted for section, wanted in sections.items() if wanted})
+    return manifest
+
+
+def deployment(
+    owner: Owner,
+    spec: EnvironmentSpec,
+    snapshot: Snapshot,
+    secret_env: tuple[SecretEnvVar, ...],
+) -> Manifest:
+    """The collector Deployment; see docs/operator.md for why each setting is there."""
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": [
+            "--env",
+            spec.environment,
+            "--config-dir",
+            CONFIG_DIR,
+            "--data-dir",
+            DATA_DIR,
+            "--port",
+            str(HTTP_PORT),
+            "--log-format",
+            spec.log_format,
+        ],
+        "env": [
+            {
+                "name": var.name,
+                "valueFrom": {"secretKeyRef": {"name": spec.secret_name, "key": var.secret_key}},
+            }
+            for var in secret_env
+        ],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "resources": {k: dict(v) for k, v in spec.resources.items()},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "metadata", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+        ],
+    }
+    if spec.storage.claim_name is not None:
+        data_volume: Manifest = {
+            "name": "data",
+            "persistentVolumeClaim": {"claimName": spec.storage.claim_name},
+        }
+    else:
+        empty_dir = {"sizeLimit": spec.storage.size_limit} if spec.storage.size_limit else {}
+        data_volume = {"name": "data", "emptyDir": empty_dir}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, deployment_name(owner.name), {}),
+        "spec": {
+            "replicas": 0 if spec.paused else 1,
+            "revisionHistoryLimit": 3,
+            # Two collectors for one environment would write the same day files:
+            # the old pod must be gone before the new one starts.
+            "strategy": {"type": "Recreate", "rollingUpdate": None},
+            "selector": {"matchLabels": selector(owner)},
+            "template": {
+                "metadata": {
+                    "labels": labels(owner),
+                    "annotations": {
+                        ANNOTATION_SNAPSHOT_HASH: snapshot.hash,
+                        "kubectl.kubernetes.io/default-container": CONTAINER_NAME,
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "runAsGroup": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "metadata",
+                            "configMap": {
+                                "name": config_map_name(owner.name),
+                                "items": snapshot.items,
+                                "defaultMode": 0o444,
+                            },
+                        },
+                        data_volume,
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def without_nones(value: Any) -> Any:
+    """A create body: drop the ``None`` markers that only make sense in a merge patch."""
+    if isinstance(value, Mapping):
+        return {k: without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nones(v) for v in value]
+    return value
