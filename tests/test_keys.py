@@ -189,3 +189,26 @@ def test_read_pem_refuses_a_directory(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"private key is neither PEM text nor a readable file: {tmp_path} (Is a directory)"
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # The PEM base64-encoded once more, as some secret stores hand it out.
+        "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUJWUUlCQURBTkJna3Foa2lHOXcwQkFRRUZBQVND",
+        # The key body without its header lines.
+        "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAq7BFUpkGp3+LQmlQ" + SECRET,
+        SECRET,
+        "x" * 5000,  # longer than any file name: ENAMETOOLONG
+        "key\x00material",
+    ],
+)
+def test_read_pem_never_echoes_a_value_that_is_not_a_path(value: str) -> None:
+    with pytest.raises(MissingKeys) as info:
+        read_pem(value)
+    message = str(info.value)
+    assert message.startswith(
+        "private key is neither PEM text nor a readable file: <value not shown> ("
+    )
+    assert value not in message
+    assert value[:20] not in message

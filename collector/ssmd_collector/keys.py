@@ -74,8 +74,11 @@ def read_pem(value: str) -> bytes:
     path = Path(value.strip())
     try:
         return path.read_bytes()
-    except OSError as exc:
-        # The value is a path here, not key material, so naming it is safe.
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        # Name the path only when it is clearly one: a value that is not (base64 of a
+        # PEM, key material without its header) is a secret and must not be logged.
+        shown = str(path) if str(path).startswith(("/", "./", "../")) else "<value not shown>"
         raise MissingKeys(
-            f"private key is neither PEM text nor a readable file: {path} ({exc.strerror})"
+            f"private key is neither PEM text nor a readable file: {shown} ({reason})"
         ) from None
