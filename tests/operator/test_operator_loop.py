@@ -1,0 +1,335 @@
+"""The real kopf operator against the kmock API emulator: the reconciliation contract.
+
+Each test starts the operator, changes the emulated cluster over HTTP the way a
+user, GitOps or a hand edit would, and waits for the resulting objects and status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+from conftest import (
+    API_KEY,
+    CM,
+    DEPLOY,
+    ENV,
+    EVENTS,
+    PRIVATE_KEY,
+    SECRET,
+    Cluster,
+    environment,
+    keys_secret,
+)
+
+PROD = "kalshi-prod"
+PROD_FILES = {
+    "environments.kalshi-prod.yaml",
+    "feeds.kalshi.yaml",
+    "schemas.trade.yaml",
+    "schemas.trade.capnp",
+}
+
+
+async def start_prod(c: Cluster) -> dict[str, Any]:
+    """kalshi-prod with its Secret, converged and made available; returns the Deployment."""
+    await c.create(SECRET, keys_secret())
+    await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+    await c.wait_condition(PROD, "SecretReady", "True")
+    await c.make_available(PROD)
+    await c.wait_condition(PROD, "Ready", "True")
+    return dict(await c.get(DEPLOY, f"{PROD}-collector"))
+
+
+def snapshot_hash(deployment: dict[str, Any]) -> str:
+    return str(deployment["spec"]["template"]["metadata"]["annotations"]["ssmd.io/snapshot-hash"])
+
+
+async def test_create_writes_snapshot_deployment_and_status(operator: Cluster) -> None:
+    c = operator
+    await c.create(SECRET, keys_secret())
+    await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+
+    cm = await c.wait(lambda: c.get(CM, f"{PROD}-config"), "snapshot ConfigMap")
+    assert set(cm["data"]) == PROD_FILES  # kalshi-sim's files are not part of it
+    owner = cm["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "SsmdEnvironment",
+        PROD,
+        "uid-prod",
+        True,
+    )
+
+    dep = await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "collector Deployment")
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-prod"
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][:4] == ["--env", PROD, "--config-dir", "/etc/ssmd/exchanges"]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]} == {
+        "KALSHI_API_KEY": {"name": "kalshi-keys", "key": "api_key"},
+        "KALSHI_PRIVATE_KEY": {"name": "kalshi-keys", "key": "private_key"},
+    }
+    assert snapshot_hash(dep) == cm["metadata"]["annotations"]["ssmd.io/snapshot-hash"]
+
+    # Without a ready pod the environment is not Ready, and says why.
+    collector = await c.wait_condition(PROD, "CollectorAvailable", "False", "Unavailable")
+    assert collector["observedGeneration"] == 1
+    await c.make_available(PROD)
+    ready = await c.wait_condition(PROD, "Ready", "True")
+    assert set(ready) == {
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
+    status = (await c.get(ENV, PROD))["status"]
+    assert status["feed"] == "kalshi"
+    assert status["feedVersion"] == "v1"
+    assert status["endpoint"] == "wss://api.elections.kalshi.com/trade-api/ws/v2"
+    assert status["environment"] == PROD
+    assert status["observedGeneration"] == 1
+    assert {x["type"]: x["status"] for x in status["conditions"]} == {
+        "MetadataResolved": "True",
+        "SecretReady": "True",
+        "CollectorAvailable": "True",
+        "Ready": "True",
+    }
+    expected = {"SnapshotWritten", "CollectorCreated", "Resolved", "SecretReady", "Ready"}
+
+    async def events_posted() -> bool:
+        return expected <= {e["reason"] for e in await c.list(EVENTS)}
+
+    await c.wait(events_posted, f"Events {expected}")
+    assert c.operator_errors == []
+
+
+async def test_second_reconcile_with_nothing_changed_writes_nothing(operator: Cluster) -> None:
+    c = operator
+    await start_prod(c)
+    await c.settle()
+    before = len(c.writes())
+    # An annotation change is an event for the operator, but no change of what it renders.
+    await c.patch(ENV, PROD, {"metadata": {"annotations": {"touched": "1"}}})
+    # The metadata ConfigMap events go through the reference index the same way.
+    await c.patch(CM, "ssmd-feeds", {"metadata": {"annotations": {"touched": "1"}}})
+    await c.settle(1.0)
+    assert c.writes()[before:] == [
+        ("PATCH", "/apis/ssmd.io/v1alpha1/namespaces/ssmd/ssmdenvironments/kalshi-prod"),
+        ("PATCH", "/api/v1/namespaces/ssmd/configmaps/ssmd-feeds"),
+    ]
+
+
+async def test_metadata_change_rolls_the_snapshot_hash(operator: Cluster) -> None:
+    c = operator
+    first = await start_prod(c)
+    # A file this environment does not use: nothing to roll.
+    feeds = await c.get(CM, "ssmd-feeds")
+    sim = yaml.safe_load(feeds["data"]["kalshi-sim.yaml"])
+    sim["display_name"] = "changed"
+    await c.patch(CM, "ssmd-feeds", {"data": {"kalshi-sim.yaml": yaml.safe_dump(sim)}})
+    await c.settle()
+    assert snapshot_hash(await c.get(DEPLOY, f"{PROD}-collector")) == snapshot_hash(first)
+
+    # Its own feed moves to a new endpoint: new snapshot, new pod template, new status.
+    prod = yaml.safe_load(feeds["data"]["kalshi.yaml"])
+    prod["versions"][0]["endpoint"] = "wss://api.kalshi.example/trade-api/ws/v2"
+    await c.patch(CM, "ssmd-feeds", {"data": {"kalshi.yaml": yaml.safe_dump(prod)}})
+
+    async def rolled() -> Any:
+        dep = await c.get(DEPLOY, f"{PROD}-collector")
+        return dep if snapshot_hash(dep) != snapshot_hash(first) else None
+
+    dep = await c.wait(rolled, "a new snapshot hash on the pod template")
+    cm = await c.get(CM, f"{PROD}-config")
+    assert "api.kalshi.example" in cm["data"]["feeds.kalshi.yaml"]
+    assert cm["metadata"]["annotations"]["ssmd.io/snapshot-hash"] == snapshot_hash(dep)
+
+    async def endpoint() -> Any:
+        status = (await c.get(ENV, PROD))["status"]
+        return status["endpoint"] == "wss://api.kalshi.example/trade-api/ws/v2"
+
+    await c.wait(endpoint, "the new endpoint in status")
+    assert "SnapshotWritten" in [e["reason"] for e in await c.list(EVENTS)]
+
+
+async def test_shared_schema_change_rolls_every_environment_using_it(operator: Cluster) -> None:
+    c = operator
+    first = await start_prod(c)
+    await c.create(ENV, environment("kalshi-sim", "uid-sim"))
+    sim_first = await c.wait(lambda: c.get(DEPLOY, "kalshi-sim-collector"), "sim Deployment")
+
+    schemas = await c.get(CM, "ssmd-schemas")
+    capnp = schemas["data"]["trade.capnp"] + "# a comment\n"
+    meta = yaml.safe_load(schemas["data"]["trade.yaml"])
+    meta["versions"][0]["hash"] = "sha256:" + hashlib.sha256(capnp.encode()).hexdigest()
+    await c.patch(
+        CM, "ssmd-schemas", {"data": {"trade.capnp": capnp, "trade.yaml": yaml.safe_dump(meta)}}
+    )
+
+    for name, before in ((PROD, first), ("kalshi-sim", sim_first)):
+
+        async def rolled(name: str = name, before: Any = before) -> Any:
+            dep = await c.get(DEPLOY, f"{name}-collector")
+            return snapshot_hash(dep) != snapshot_hash(before)
+
+        await c.wait(rolled, f"{name} rolled to the new schema")
+
+
+async def test_hand_edits_to_owned_objects_are_repaired(operator: Cluster) -> None:
+    c = operator
+    good = await start_prod(c)
+    name = f"{PROD}-collector"
+    container = dict(good["spec"]["template"]["spec"]["containers"][0])
+    container["image"] = "busybox:latest"
+    container["env"] = []
+    await c.patch(
+        DEPLOY,
+        name,
+        {"spec": {"replicas": 3, "template": {"spec": {"containers": [container]}}}},
+    )
+
+    async def repaired() -> Any:
+        dep = await c.get(DEPLOY, name)
+        live = dep["spec"]["template"]["spec"]["containers"][0]
+        return dep["spec"]["replicas"] == 1 and live == good["spec"]["template"]["spec"]["containers"][0]
+
+    await c.wait(repaired, "the Deployment back as rendered")
+
+    await c.patch(CM, f"{PROD}-config", {"data": {"feeds.kalshi.yaml": "tampered: true\n"}})
+
+    async def snapshot_restored() -> Any:
+        cm = await c.get(CM, f"{PROD}-config")
+        return "tampered" not in cm["data"]["feeds.kalshi.yaml"]
+
+    await c.wait(snapshot_restored, "the snapshot ConfigMap back as resolved")
+
+    await c.delete(DEPLOY, name)
+    recreated = await c.wait(lambda: c.get(DEPLOY, name), "the deleted Deployment recreated")
+    assert snapshot_hash(recreated) == snapshot_hash(good)
+
+
+async def test_missing_secret_is_reported_and_nothing_is_deployed(operator: Cluster) -> None:
+    c = operator
+    await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+    cond = await c.wait_condition(PROD, "SecretReady", "False", "SecretNotFound")
+    assert "kalshi-keys" in cond["message"]
+    ready = await c.wait_condition(PROD, "Ready", "False", "SecretNotFound")
+    assert ready["message"].startswith("SecretReady:")
+    assert await c.get(DEPLOY, f"{PROD}-collector") is None
+    assert await c.get(CM, f"{PROD}-config") is None
+    assert "SecretNotFound" in {e["reason"] for e in await c.list(EVENTS)}
+
+    # A Secret missing a field is named precisely.
+    await c.create(SECRET, keys_secret(api_key=API_KEY))
+    cond = await c.wait_condition(PROD, "SecretReady", "False", "SecretMissingFields")
+    assert "private_key" in cond["message"]
+
+    # Completing the Secret re-reconciles through the Secret index: the collector starts.
+    await c.patch(SECRET, "kalshi-keys", keys_secret())
+    await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "the collector Deployment")
+    await c.wait_condition(PROD, "SecretReady", "True")
+
+
+async def test_deleted_secret_leaves_the_running_collector_alone(operator: Cluster) -> None:
+    c = operator
+    good = await start_prod(c)
+    await c.delete(SECRET, "kalshi-keys")
+    await c.wait_condition(PROD, "SecretReady", "False", "SecretNotFound")
+    # A metadata change now would need a rollout; without the Secret it must wait.
+    feeds = await c.get(CM, "ssmd-feeds")
+    prod = yaml.safe_load(feeds["data"]["kalshi.yaml"])
+    prod["versions"][0]["endpoint"] = "wss://api.kalshi.example/trade-api/ws/v2"
+    await c.patch(CM, "ssmd-feeds", {"data": {"kalshi.yaml": yaml.safe_dump(prod)}})
+    await c.settle()
+    dep = await c.get(DEPLOY, f"{PROD}-collector")
+    assert dep["spec"] == good["spec"]
+    status = (await c.get(ENV, PROD))["status"]
+    assert status["endpoint"] == "wss://api.elections.kalshi.com/trade-api/ws/v2"  # still running
+    assert {x["type"]: x["status"] for x in status["conditions"]}["CollectorAvailable"] == "True"
+
+
+async def test_invalid_metadata_keeps_the_last_good_snapshot(operator: Cluster) -> None:
+    c = operator
+    good = await start_prod(c)
+    good_cm = await c.get(CM, f"{PROD}-config")
+    envs = await c.get(CM, "ssmd-environments")
+    broken = envs["data"]["kalshi-prod.yaml"].replace("feed: kalshi\n", "feed: no-such-feed\n")
+    await c.patch(CM, "ssmd-environments", {"data": {"kalshi-prod.yaml": broken}})
+
+    cond = await c.wait_condition(PROD, "MetadataResolved", "False", "MetadataInvalid")
+    # File, field, expectation: the loader's own problem text.
+    assert "environments/kalshi-prod.yaml: feed: expected an existing feed" in cond["message"]
+    assert "last good snapshot" in cond["message"]
+    await c.wait_condition(PROD, "Ready", "False", "MetadataInvalid")
+    await c.settle()
+    assert (await c.get(CM, f"{PROD}-config"))["data"] == good_cm["data"]
+    assert (await c.get(DEPLOY, f"{PROD}-collector"))["spec"] == good["spec"]
+    status = (await c.get(ENV, PROD))["status"]
+    assert status["snapshotHash"] == snapshot_hash(good)
+    assert {x["type"]: x["status"] for x in status["conditions"]}["CollectorAvailable"] == "True"
+
+    # Drift is still repaired from the last good snapshot while metadata is broken.
+    await c.delete(DEPLOY, f"{PROD}-collector")
+    again = await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "Deployment recreated")
+    assert snapshot_hash(again) == snapshot_hash(good)
+
+    await c.patch(CM, "ssmd-environments", {"data": {"kalshi-prod.yaml": envs["data"]["kalshi-prod.yaml"]}})
+    await c.wait_condition(PROD, "MetadataResolved", "True")
+
+
+async def test_pause_scales_to_zero_and_back(operator: Cluster) -> None:
+    c = operator
+    await start_prod(c)
+    name = f"{PROD}-collector"
+    await c.patch(ENV, PROD, {"metadata": {"generation": 2}, "spec": {"paused": True}})
+
+    async def replicas(n: int) -> Any:
+        return (await c.get(DEPLOY, name))["spec"]["replicas"] == n
+
+    await c.wait(lambda: replicas(0), "zero replicas")
+    cond = await c.wait_condition(PROD, "CollectorAvailable", "False", "Paused")
+    assert cond["observedGeneration"] == 2
+    await c.wait_condition(PROD, "Ready", "False", "Paused")
+
+    await c.patch(ENV, PROD, {"metadata": {"generation": 3}, "spec": {"paused": False}})
+    await c.wait(lambda: replicas(1), "one replica again")
+    await c.wait_condition(PROD, "Ready", "True")
+
+
+async def test_deleted_environment_is_not_resurrected(operator: Cluster) -> None:
+    c = operator
+    await start_prod(c)
+    await c.delete(ENV, PROD)
+    # kmock has no garbage collector: do what the ownerReferences make a cluster do.
+    await c.delete(DEPLOY, f"{PROD}-collector")
+    await c.delete(CM, f"{PROD}-config")
+    await c.settle(1.0)
+    assert await c.get(DEPLOY, f"{PROD}-collector") is None
+    assert await c.get(CM, f"{PROD}-config") is None
+    assert c.operator_errors == []
+
+
+async def test_secret_values_never_leave_the_secret(operator: Cluster, caplog: Any) -> None:
+    c = operator
+    caplog.set_level("DEBUG")
+    await start_prod(c)
+    await c.create(ENV, environment("no-secret", "uid-2", environment=PROD, secretName="nope"))
+    await c.wait_condition("no-secret", "SecretReady", "False")
+    await c.settle()
+    needles = [API_KEY, PRIVATE_KEY.splitlines()[1]]
+    needles += [keys_secret()["data"]["api_key"], keys_secret()["data"]["private_key"]]
+    secret_path = "/api/v1/namespaces/ssmd/secrets"
+    for request in c.emulator:
+        if request.url.path.startswith(secret_path):
+            continue  # the test's own writes of the Secret
+        for needle in needles:
+            assert needle not in request.text, f"{request.method} {request.url.path}"
+    for resource in (ENV, CM, EVENTS, DEPLOY):
+        for obj in await c.list(resource):
+            for needle in needles:
+                assert needle not in str(obj)
+    for needle in needles:
+        assert needle not in caplog.text
