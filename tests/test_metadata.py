@@ -907,7 +907,7 @@ def test_unclosed_flow_sequence_is_reported_where_the_file_ends(tree: dict[str, 
             b"name: kalshi-sim\ntype: \x07websocket\n",
             "unacceptable character #x0007: special characters are not allowed at line 2, column 7",
         ),
-        (b"[" * 5000, "nesting too deep to parse"),
+        (b"[" * 800, "nesting too deep to parse"),
         (
             b"name: a\n---\nname: b\n",
             "expected a single document in the stream, but found another document "
