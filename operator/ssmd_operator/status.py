@@ -90,11 +90,14 @@ def collector_condition(deployment: Mapping[str, Any] | None, paused: bool) -> C
             "Available",
             "the collector pod is ready (connected and subscribed)",
         )
+    # The Deployment controller's own words: a replica failure (status True is bad),
+    # or a stalled rollout / unavailability (status False is bad).
+    bad = (("ReplicaFailure", "True"), ("Progressing", "False"), ("Available", "False"))
     detail = next(
         (
             str(c.get("message"))
-            for t in ("ReplicaFailure", "Progressing", "Available")
-            if (c := conditions.get(t)) and c.get("status") != "True" and c.get("message")
+            for t, bad_status in bad
+            if (c := conditions.get(t)) and c.get("status") == bad_status and c.get("message")
         ),
         "no ready collector pod; see `kubectl describe pod` (exit code 10: disconnected, "
         "11: configuration error, 12: authentication rejected)",

@@ -24,6 +24,7 @@ import aiohttp
 import kmock as kmock_lib
 import kopf
 import pytest
+
 from ssmd_collector.metadata import read_directory
 from ssmd_operator.handlers import OperatorConfig, build_registry, operator_settings
 from ssmd_operator.names import DEFAULT_METADATA_CONFIGMAPS
@@ -85,7 +86,11 @@ def metadata_config_maps() -> list[dict[str, Any]]:
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"ssmd.io/metadata": "true"}},
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "labels": {"ssmd.io/metadata": "true"},
+                },
                 "data": data,
             }
         )
@@ -138,7 +143,9 @@ class Cluster:
     async def get(self, resource: tuple[str, str], name: str) -> Any:
         return await self._call("GET", path(*resource, name))
 
-    async def patch(self, resource: tuple[str, str], name: str, body: Any, sub: str | None = None) -> Any:
+    async def patch(
+        self, resource: tuple[str, str], name: str, body: Any, sub: str | None = None
+    ) -> Any:
         return await self._call("PATCH", path(*resource, name, sub), body)
 
     async def delete(self, resource: tuple[str, str], name: str) -> Any:
@@ -176,7 +183,11 @@ class Cluster:
     ) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             c = await self.condition(env, type_)
-            ok = c is not None and c["status"] == status and (reason is None or c["reason"] == reason)
+            ok = (
+                c is not None
+                and c["status"] == status
+                and (reason is None or c["reason"] == reason)
+            )
             return c if ok else None
 
         return dict(await self.wait(probe, f"{env} {type_}={status} {reason or ''}"))

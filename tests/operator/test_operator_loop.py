@@ -194,7 +194,10 @@ async def test_hand_edits_to_owned_objects_are_repaired(operator: Cluster) -> No
     async def repaired() -> Any:
         dep = await c.get(DEPLOY, name)
         live = dep["spec"]["template"]["spec"]["containers"][0]
-        return dep["spec"]["replicas"] == 1 and live == good["spec"]["template"]["spec"]["containers"][0]
+        return (
+            dep["spec"]["replicas"] == 1
+            and live == good["spec"]["template"]["spec"]["containers"][0]
+        )
 
     await c.wait(repaired, "the Deployment back as rendered")
 
@@ -276,7 +279,9 @@ async def test_invalid_metadata_keeps_the_last_good_snapshot(operator: Cluster) 
     again = await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "Deployment recreated")
     assert snapshot_hash(again) == snapshot_hash(good)
 
-    await c.patch(CM, "ssmd-environments", {"data": {"kalshi-prod.yaml": envs["data"]["kalshi-prod.yaml"]}})
+    await c.patch(
+        CM, "ssmd-environments", {"data": {"kalshi-prod.yaml": envs["data"]["kalshi-prod.yaml"]}}
+    )
     await c.wait_condition(PROD, "MetadataResolved", "True")
 
 

@@ -1,0 +1,164 @@
+"""Pure rendering of the snapshot ConfigMap and the collector Deployment."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from ssmd_collector.keys import env_var_names
+from ssmd_collector.metadata import read_directory, resolve_environment
+from ssmd_operator import events, render, snapshot
+from ssmd_operator.drift import matches
+from ssmd_operator.secrets import check_secret
+from ssmd_operator.spec import parse_spec
+
+EXCHANGES = Path(__file__).resolve().parents[2] / "exchanges"
+DAY = dt.date(2026, 1, 15)
+OWNER = render.Owner("kalshi-prod", "ssmd", "uid-1")
+K8S_VERSION = "1.31"
+
+
+def prod(**spec: Any) -> tuple[dict[str, Any], dict[str, Any], snapshot.Snapshot]:
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys", **spec})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    return render.config_map(OWNER, snap), render.deployment(OWNER, parsed, snap, secret.env), snap
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    return dict(dep["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_deployment_runs_one_collector_that_never_overlaps_itself() -> None:
+    _, dep, snap = prod()
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}
+    assert container(dep)["args"] == [
+        "--env", "kalshi-prod",
+        "--config-dir", "/etc/ssmd/exchanges",
+        "--data-dir", "/var/lib/ssmd/data",
+        "--port", "8080",
+        "--log-format", "json",
+    ]  # fmt: skip
+    assert dep["spec"]["template"]["metadata"]["annotations"]["ssmd.io/snapshot-hash"] == snap.hash
+
+
+def test_secret_env_uses_the_collectors_own_variable_names() -> None:
+    _, dep, _ = prod()
+    names = env_var_names(
+        "kalshi", ["api_key", "private_key"], "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY"
+    )
+    assert container(dep)["env"] == [
+        {"name": names[f], "valueFrom": {"secretKeyRef": {"name": "keys", "key": f}}}
+        for f in ("api_key", "private_key")
+    ]
+
+
+def test_probes_port_and_hardening() -> None:
+    _, dep, _ = prod()
+    c = container(dep)
+    pod = dep["spec"]["template"]["spec"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(c["securityContext"]["runAsUser"], int)
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_metadata_volume_maps_keys_back_to_paths() -> None:
+    cm, dep, _ = prod()
+    volume = dep["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == "kalshi-prod-config"
+    items = {i["key"]: i["path"] for i in volume["configMap"]["items"]}
+    assert items == {
+        "environments.kalshi-prod.yaml": "environments/kalshi-prod.yaml",
+        "feeds.kalshi.yaml": "feeds/kalshi.yaml",
+        "schemas.trade.yaml": "schemas/trade.yaml",
+        "schemas.trade.capnp": "schemas/trade.capnp",
+    }
+    assert set(items) == set(cm["data"])
+    assert all("/" not in key for key in cm["data"])
+
+
+def test_mounted_snapshot_resolves_like_the_source() -> None:
+    """What the collector reads from the volume resolves to the same environment."""
+    cm, _, snap = prod()
+    mounted = snapshot.from_config_map(cm)
+    assert mounted.hash == snap.hash
+    resolved = resolve_environment(mounted.files, "kalshi-prod", DAY)
+    assert resolved.feed_version.endpoint.startswith("wss://")
+
+
+def test_storage_resources_pause_and_pull_policy() -> None:
+    _, dep, _ = prod(
+        storage={"persistentVolumeClaim": {"claimName": "archive"}},
+        resources={"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}},
+        paused=True,
+        imagePullPolicy="Always",
+        image="registry.example/ssmd:1",
+    )
+    assert dep["spec"]["replicas"] == 0
+    data = dep["spec"]["template"]["spec"]["volumes"][1]
+    assert data == {"name": "data", "persistentVolumeClaim": {"claimName": "archive"}}
+    c = container(dep)
+    assert c["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}
+    assert (c["image"], c["imagePullPolicy"]) == ("registry.example/ssmd:1", "Always")
+    _, dep, _ = prod(storage={"emptyDir": {"sizeLimit": "2Gi"}})
+    assert dep["spec"]["template"]["spec"]["volumes"][1]["emptyDir"] == {"sizeLimit": "2Gi"}
+
+
+def test_children_are_owned_and_labelled() -> None:
+    cm, dep, _ = prod()
+    for obj in (cm, dep):
+        ref = obj["metadata"]["ownerReferences"]
+        assert ref == [
+            {
+                "apiVersion": "ssmd.io/v1alpha1",
+                "kind": "SsmdEnvironment",
+                "name": "kalshi-prod",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ssmd-operator"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_config_map_removes_files_no_longer_needed_and_keeps_binary() -> None:
+    snap = snapshot.Snapshot({"feeds/a.yaml": b"a: 1\n", "schemas/x.bin": b"\xff\x00"})
+    current = {
+        "data": {"feeds.a.yaml": "a: 0\n", "feeds.old.yaml": "x"},
+        "binaryData": {"y": "AA=="},
+    }
+    cm = render.config_map(OWNER, snap, current)
+    assert cm["data"] == {"feeds.a.yaml": "a: 1\n", "feeds.old.yaml": None}
+    assert cm["binaryData"] == {"schemas.x.bin": "/wA=", "y": None}
+    assert snapshot.from_config_map(render.without_nones(cm)).files == snap.files
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_rendered_objects_validate_against_official_schemas(paused: bool) -> None:
+    cm, dep, _ = prod(paused=paused, storage={"persistentVolumeClaim": {"claimName": "c"}})
+    event = events.event(OWNER, "Normal", "Ready", "ok", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    for obj in (cm, dep, event):
+        kubernetes_validate.validate(render.without_nones(obj), K8S_VERSION, strict=True)
+
+
+def test_a_created_object_matches_its_own_patch() -> None:
+    """Create-then-compare is a no-op: the create body and the patch agree."""
+    cm, dep, _ = prod()
+    for obj in (cm, dep):
+        assert matches(obj, render.without_nones(obj))
