@@ -25,7 +25,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Channels that produce data in the simulator. Other known channels (fill,
 # market_positions, ...) are accepted by the protocol layer but stay quiet: the
@@ -82,6 +82,10 @@ def is_market_ticker(value: object) -> bool:
     return isinstance(value, str) and TICKER_PATTERN.match(value) is not None
 
 
+def _start_s(seed: int) -> int:
+    return EPOCH_S + seed % _SEED_OFFSET_SPAN_S
+
+
 def _uuid(rng: random.Random) -> str:
     # A version-4 layout (version and variant nibbles set), like Kalshi's ids.
     h = f"{rng.getrandbits(128):032x}"
@@ -123,7 +127,7 @@ class Market:
     """Pre-rendered ``"market_ticker":..,"market_id":..`` shared by several frame kinds."""
 
     @classmethod
-    def create(cls, seed: int, ticker: str, now_s: int) -> Market:
+    def create(cls, seed: int, ticker: str) -> Market:
         # A market's starting state depends only on (seed, ticker), so a market added
         # later by update_subscription looks the same whatever happened before.
         rng = random.Random(f"{seed}/{ticker}")  # noqa: S311 - a simulation, not crypto
@@ -142,7 +146,7 @@ class Market:
             dollar_volume=volume * mid // 100,
             yes_book={p: rng.randint(1, 2_000) for p in range(max(1, bid - 6), bid + 1)},
             no_book={p: rng.randint(1, 2_000) for p in range(max(1, 94 - ask), 101 - ask)},
-            close_ts=now_s + rng.randint(3_600, 30 * 86_400),
+            close_ts=_start_s(seed) + rng.randint(3_600, 30 * 86_400),
         )
         market.head = f'"market_ticker":"{ticker}","market_id":"{market.market_id}"'
         return market
@@ -154,7 +158,6 @@ class _Slot:
     markets: list[Market]
 
 
-@dataclass
 class Feed:
     """Per-connection generator of data frames for the attached streams.
 
@@ -163,30 +166,18 @@ class Feed:
     attached (stream, market) pairs, weighted by :data:`CHANNEL_WEIGHTS`.
     """
 
-    seed: int
-    markets: int = 20
-    universe: list[str] = field(init=False)
-    _rng: random.Random = field(init=False, repr=False)
-    _now_ms: int = field(init=False, repr=False)
-    _clock: int = field(init=False, repr=False)
-    _market_by_ticker: dict[str, Market] = field(init=False, repr=False)
-    _slots: dict[int, _Slot] = field(init=False, repr=False)
-    _table: list[_Slot] = field(init=False, repr=False)
-    _cumulative: list[int] = field(init=False, repr=False)
-    _pending: deque[tuple[Stream, Market]] = field(init=False, repr=False)
-    _time_s: int = field(init=False, repr=False)
-    _time_text: str = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.universe = universe(self.markets)
-        self._rng = random.Random(self.seed)  # noqa: S311 - a simulation, not crypto
-        self._now_ms = (EPOCH_S + self.seed % _SEED_OFFSET_SPAN_S) * 1000
-        self._clock = self._rng.randint(10**9, 2 * 10**9)
-        self._market_by_ticker = {}
-        self._slots = {}
-        self._table = []
-        self._cumulative = []
-        self._pending = deque()
+    def __init__(self, seed: int, markets: int = 20) -> None:
+        self.seed = seed
+        self.universe = universe(markets)
+        self._rng = random.Random(seed)  # noqa: S311 - a simulation, not crypto
+        self._now_ms = _start_s(seed) * 1000
+        self._clock = self._rng.randint(10**9, 2 * 10**9)  # the ticker's opaque "Clock"
+        self._market_by_ticker: dict[str, Market] = {}
+        self._slots: dict[int, _Slot] = {}
+        # Streams that produce data, with cumulative weights for a bisect draw.
+        self._table: list[_Slot] = []
+        self._cumulative: list[int] = []
+        self._pending: deque[tuple[Stream, Market]] = deque()
         self._time_s = -1
         self._time_text = ""
 
@@ -201,7 +192,7 @@ class Feed:
         """The market named ``ticker``, created on first use (any well-formed ticker)."""
         found = self._market_by_ticker.get(ticker)
         if found is None:
-            found = Market.create(self.seed, ticker, self._now_ms // 1000)
+            found = Market.create(self.seed, ticker)
             self._market_by_ticker[ticker] = found
         return found
 

@@ -190,7 +190,8 @@ class SimServer:
             sock.close()
             raise
         scheme = "wss" if config.ssl is not None else "ws"
-        host = f"[{config.host}]" if ":" in config.host else config.host
+        host = config.host or "localhost"  # "" listens everywhere; connect locally
+        host = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{host}:{sock.getsockname()[1]}{config.path}"
         return self
 
