@@ -249,8 +249,15 @@ class OperatorThread:
     sharing pytest-asyncio's loop would cancel the fixture teardown itself.
     """
 
-    def __init__(self, config: OperatorConfig) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        namespaces: list[str] | None = None,
+        liveness_endpoint: str | None = None,
+    ) -> None:
         self.config = config
+        self.namespaces = namespaces or []
+        self.liveness_endpoint = liveness_endpoint
         self.started = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -263,9 +270,11 @@ class OperatorThread:
         await kopf.operator(
             registry=build_registry(self.config),
             settings=operator_settings(),
-            clusterwide=True,
+            clusterwide=not self.namespaces,
+            namespaces=self.namespaces,
             standalone=True,
             stop_flag=self.stop_flag,
+            liveness_endpoint=self.liveness_endpoint,
         )
 
     def start(self) -> None:
@@ -279,15 +288,19 @@ class OperatorThread:
         assert not self.thread.is_alive(), "the operator did not stop within 10 s"
 
 
-@pytest.fixture
-async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
-    """The real operator (kopf event loop and all handlers) running against ``cluster``."""
-    config = OperatorConfig(
+def operator_config(cluster: Cluster) -> OperatorConfig:
+    return OperatorConfig(
         login=lambda **_: kopf.ConnectionInfo(server=cluster.url, insecure=True),
         resync_seconds=3600,  # the tests prove event-driven reconciliation
         retry_seconds=0.5,
         clock=lambda: TODAY,
     )
+
+
+@pytest.fixture
+async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The real operator (kopf event loop and all handlers) running against ``cluster``."""
+    config = operator_config(cluster)
     errors = _ErrorCollector(cluster.operator_errors)
     logging.getLogger().addHandler(errors)
     runner = OperatorThread(config)

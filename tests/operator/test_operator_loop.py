@@ -7,6 +7,7 @@ user, GitOps or a hand edit would, and waits for the resulting objects and statu
 from __future__ import annotations
 
 import hashlib
+import socket
 from typing import Any
 
 import yaml
@@ -16,11 +17,14 @@ from conftest import (
     DEPLOY,
     ENV,
     EVENTS,
+    NAMESPACE,
     PRIVATE_KEY,
     SECRET,
     Cluster,
+    OperatorThread,
     environment,
     keys_secret,
+    operator_config,
 )
 
 PROD = "kalshi-prod"
@@ -40,6 +44,12 @@ async def start_prod(c: Cluster) -> dict[str, Any]:
     await c.make_available(PROD)
     await c.wait_condition(PROD, "Ready", "True")
     return dict(await c.get(DEPLOY, f"{PROD}-collector"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def snapshot_hash(deployment: dict[str, Any]) -> str:
@@ -111,11 +121,17 @@ async def test_second_reconcile_with_nothing_changed_writes_nothing(operator: Cl
     await start_prod(c)
     await c.settle()
     before = len(c.writes())
+    reads_before = len(list(c.emulator))
     # An annotation change is an event for the operator, but no change of what it renders.
     await c.patch(ENV, PROD, {"metadata": {"annotations": {"touched": "1"}}})
     # The metadata ConfigMap events go through the reference index the same way.
     await c.patch(CM, "ssmd-feeds", {"metadata": {"annotations": {"touched": "1"}}})
     await c.settle(1.0)
+    # Both changes did trigger reconcile passes (each pass starts by reading the resource)...
+    cr_path = "/apis/ssmd.io/v1alpha1/namespaces/ssmd/ssmdenvironments/kalshi-prod"
+    reads = [r for r in list(c.emulator)[reads_before:] if r.url.path == cr_path]
+    assert len([r for r in reads if str(r.method.value).upper() == "GET"]) >= 2
+    # ...and no pass wrote anything: only the test's own two patches are there.
     assert c.writes()[before:] == [
         ("PATCH", "/apis/ssmd.io/v1alpha1/namespaces/ssmd/ssmdenvironments/kalshi-prod"),
         ("PATCH", "/api/v1/namespaces/ssmd/configmaps/ssmd-feeds"),
@@ -336,5 +352,32 @@ async def test_secret_values_never_leave_the_secret(operator: Cluster, caplog: A
         for obj in await c.list(resource):
             for needle in needles:
                 assert needle not in str(obj)
+    assert "created deployments ssmd/kalshi-prod-collector" in caplog.text  # logs were captured
     for needle in needles:
         assert needle not in caplog.text
+
+
+async def test_namespaced_operator_with_liveness_endpoint(cluster: Cluster) -> None:
+    """``ssmd-operator --namespace ssmd`` mode, and kopf's liveness endpoint with our probe."""
+    port = free_port()
+    runner = OperatorThread(
+        operator_config(cluster),
+        namespaces=[NAMESPACE],
+        liveness_endpoint=f"http://127.0.0.1:{port}/healthz",
+    )
+    runner.start()
+    try:
+        await cluster.create(ENV, environment("kalshi-sim", "uid-sim"))
+        await cluster.wait(lambda: cluster.get(DEPLOY, "kalshi-sim-collector"), "sim Deployment")
+
+        async def healthy() -> Any:
+            try:
+                async with cluster.session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    return await r.json() if r.status == 200 else None
+            except OSError:
+                return None
+
+        probes = await cluster.wait(healthy, "liveness endpoint answering 200")
+        assert probes["environments"] == 1
+    finally:
+        await runner.stop()
