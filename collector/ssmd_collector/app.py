@@ -197,11 +197,11 @@ async def _record(connector: KalshiConnector, runner: Runner, stats: Stats) -> E
         return ExitCode.AUTH_REJECTED
     except SubscribeRejected as exc:
         log.error("subscription rejected: %s", exc)
-        return ExitCode.SUBSCRIBE_REJECTED
+        return await _archive_what_was_read(connector, runner, ExitCode.SUBSCRIBE_REJECTED)
     except Disconnected as exc:
         stats.errors[ErrorType.DISCONNECT] += 1
         log.error("disconnected: %s", exc)
-        return ExitCode.DISCONNECTED
+        return await _archive_what_was_read(connector, runner, ExitCode.DISCONNECTED)
     log.info("connected and subscribed; recording")
     try:
         await runner.run()
@@ -211,6 +211,24 @@ async def _record(connector: KalshiConnector, runner: Runner, stats: Stats) -> E
     stats.errors[ErrorType.DISCONNECT] += 1
     log.error("disconnected: %s", connector.disconnect_reason or "stream ended")
     return ExitCode.DISCONNECTED
+
+
+async def _archive_what_was_read(
+    connector: KalshiConnector, runner: Runner, code: ExitCode
+) -> ExitCode:
+    """Frames read while subscribing (answers, the error itself) are messages too.
+
+    With the socket closed, ``messages()`` yields what was already read and ends,
+    so the normal data path archives them.
+    """
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connector.close(), 5)
+    try:
+        await runner.run()
+    except WriteFailed as exc:
+        log.error("storage failed: %s", exc)
+        return ExitCode.WRITE_FAILED
+    return code
 
 
 async def _close(

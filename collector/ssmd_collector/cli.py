@@ -19,6 +19,7 @@ from .app import Settings, run
 from .exitcodes import ExitCode
 from .logs import setup_logging
 from .metadata import MetadataInvalid, read_directory, validate_tree
+from .sim.cli import sim_command
 
 app = typer.Typer(
     help="ssmd: collect and archive live Kalshi market data.",
@@ -130,6 +131,9 @@ app.command("connector")(connector_command)
 def connector_main() -> None:
     """Console script ``ssmd-connector``."""
     connector_app()
+
+
+app.command("sim", help="Run the built-in Kalshi exchange simulator.")(sim_command)
 
 
 @app.command()

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 _ALIVE_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING})
 
+# websockets logs every request header at DEBUG, KALSHI-ACCESS-* included. Its
+# logger is pinned at INFO so that --log-level debug can never print credentials.
+_WS_LOG = logging.getLogger("ssmd_collector.kalshi.websockets")
+_WS_LOG.setLevel(logging.INFO)
+
 
 class AuthRejected(Exception):
     """The exchange refused the handshake (HTTP 401/403): the keys are wrong."""
@@ -121,7 +126,11 @@ class KalshiConnector:
                 ssl=self.ssl_context if self.endpoint.startswith("wss:") else None,
                 open_timeout=self.open_timeout,
                 max_size=self.max_frame_bytes,
+                # Once we decide to leave, the exchange's close frame can sit behind
+                # data websockets stopped reading (back-pressure); do not wait long.
+                close_timeout=1.0,
                 user_agent_header="ssmd-connector",
+                logger=_WS_LOG,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -214,11 +223,11 @@ class KalshiConnector:
 
     async def messages(self) -> AsyncIterator[str | bytes]:
         """Raw frames in arrival order, starting with those read while subscribing."""
-        ws = self._ws
-        if ws is None:
-            raise RuntimeError("connect() first")
         while self._early:
             yield self._early.popleft()
+        ws = self._ws
+        if ws is None:  # never connected: nothing more to read
+            return
         recv = ws.recv
         try:
             while True:

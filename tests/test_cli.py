@@ -1,0 +1,93 @@
+"""The installed console scripts as a user runs them: real processes, signals, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from collector_harness import EXAMPLES, LINE, make_tree
+
+from ssmd_collector.exitcodes import ExitCode
+from ssmd_collector.sim import Ending, SimConfig, SimServer
+
+BIN = Path(sys.executable).parent
+
+
+def ssmd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BIN / "ssmd", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_validate_accepts_the_examples() -> None:
+    result = ssmd("validate", str(EXAMPLES))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_validate_lists_every_problem_and_fails(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path, "ws://127.0.0.1:1/trade-api/ws/v2")
+    (tree / "environments/test.yaml").write_text(
+        "name: other\nfeed: kalshi-sim\nschema: trade:v1\nstorage: {type: s3}\n"
+    )
+    (tree / "schemas/trade.capnp").write_text("changed\n")
+    result = ssmd("validate", str(tree), "--on", "2026-01-05")
+    assert result.returncode == 1
+    err = result.stderr
+    assert "environments/test.yaml: name: expected 'test'" in err
+    assert (
+        "environments/test.yaml: storage.type: expected local (s3 storage is not supported" in err
+    )
+    assert "schemas/trade.yaml: versions[0].hash: expected the sha256 of schemas/trade.capnp" in err
+
+
+def test_connector_help_documents_exit_codes() -> None:
+    result = subprocess.run(
+        [BIN / "ssmd-connector", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for code in ExitCode:
+        assert f"{code.value} {code.name.lower()}" in " ".join(result.stdout.split())
+
+
+async def test_sigterm_mid_stream_exits_0_with_only_whole_lines(tmp_path: Path) -> None:
+    async with SimServer(SimConfig(port=0, rate=0, heartbeat=0, ending=Ending.NONE)) as sim:
+        tree = make_tree(tmp_path, sim.url)
+        proc = await asyncio.create_subprocess_exec(
+            BIN / "ssmd-connector",
+            "--env",
+            "test",
+            "--config-dir",
+            str(tree),
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        data_files = tmp_path / "data"
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            files = list(data_files.glob("*/kalshi-sim.jsonl"))
+            if files and files[0].stat().st_size > 200_000:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
+        sent = list(sim.sessions[0].sent)
+    assert proc.returncode == ExitCode.CLEAN_STOP, stderr.decode()[-2000:]
+    content = files[0].read_text()
+    assert content.endswith("\n")
+    data = []
+    for line in content.splitlines():
+        m = LINE.match(line)
+        assert m, line[:200]
+        data.append(m.group(3))
+    assert len(data) > 500
+    assert data == sent[: len(data)]  # in order, none lost before the stop, none twice
+    logs = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert {"ts", "level", "logger", "msg"} <= set(logs[0])
+    assert any("SIGTERM received" in entry["msg"] for entry in logs)
