@@ -6,7 +6,8 @@ writes: every field in the desired manifest must be present with an equal value;
 Fields the API server adds (defaults, status, bookkeeping) and fields other
 controllers own are ignored, so a converged object compares equal and the
 operator makes no write; a hand edit to a field the operator sets does not.
-Resource quantities compare by value (the server turns ``0.5`` into ``500m``).
+Resource quantities compare by value (the server turns ``0.5`` into ``500m``), and
+an empty map or list equals an absent one (the server omits them).
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def matches(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
                 if actual.get(key) is not None:
                     return False
                 continue
-            if key not in actual:
+            if actual.get(key) is None:
+                # The API server drops empty maps and lists (omitempty): absent is equal.
+                if isinstance(want, Mapping | list) and not want:
+                    continue
                 return False
             if not matches(want, actual[key], quantity=_is_quantity(key, want, quantity)):
                 return False

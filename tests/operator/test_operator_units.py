@@ -64,6 +64,12 @@ def test_none_means_the_field_must_be_absent() -> None:
     assert not matches(desired, {"strategy": {"type": "Recreate", "rollingUpdate": {"a": 1}}})
 
 
+def test_empty_maps_and_lists_equal_absent_ones_as_the_server_omits_them() -> None:
+    desired = {"metadata": {"annotations": {}}, "spec": {"env": [], "emptyDir": {}}}
+    assert matches(desired, {"metadata": {}, "spec": {"emptyDir": {}}})
+    assert not matches(desired, {"metadata": {}, "spec": {"env": [{"name": "X"}], "emptyDir": {}}})
+
+
 def test_quantities_compare_by_value_only_where_they_are_quantities() -> None:
     assert parse_quantity("500m") == Decimal("0.5")
     assert parse_quantity("1Gi") == Decimal(1024**3)
