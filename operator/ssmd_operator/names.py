@@ -36,6 +36,10 @@ COLLECTOR_APP = "ssmd-collector"
 ANNOTATION_SNAPSHOT_HASH = f"{GROUP}/snapshot-hash"
 """On the snapshot ConfigMap and the pod template: a metadata change rolls the pod."""
 
+ANNOTATION_FEED_VERSION = f"{GROUP}/feed-version"
+"""On the pod template: the collector resolves the feed version by date when it starts,
+so a new version taking effect (same files, new day) must roll the pod too."""
+
 CONTAINER_NAME = "collector"
 CONFIG_DIR = "/etc/ssmd/exchanges"
 DATA_DIR = "/var/lib/ssmd/data"

@@ -23,12 +23,24 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssmd_collector.metadata import MetadataInvalid, Problem, Resolved, resolve_environment
+from ssmd_collector.metadata import (
+    FeedVersion,
+    MetadataInvalid,
+    Problem,
+    Resolved,
+    resolve_environment,
+)
 
 from . import events, render, snapshot
 from .drift import matches
 from .kube import KubeApi, resource_path
-from .names import API_VERSION, PLURAL, config_map_name, deployment_name
+from .names import (
+    ANNOTATION_FEED_VERSION,
+    API_VERSION,
+    PLURAL,
+    config_map_name,
+    deployment_name,
+)
 from .secrets import SecretCheck, check_secret
 from .spec import EnvironmentSpec, SpecInvalid, parse_spec
 from .status import (
@@ -148,13 +160,18 @@ class Reconciler:
             desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
             if desired.resolved and desired.snapshot and desired.secret and not foreign:
                 current_cm, current_dep, writes = await self._apply(
-                    owner, spec, desired.snapshot, desired.secret, current_cm, current_dep
+                    owner,
+                    spec,
+                    desired.resolved,
+                    desired.snapshot,
+                    desired.secret,
+                    current_cm,
+                    current_dep,
                 )
                 running = _running(desired.resolved, desired.snapshot)
             elif current_dep is not None and not foreign:
                 # Not a good state: nothing was written, so report what still runs.
-                last, snap = _last_good(current_cm, spec.environment, now.date())
-                running = _running(last, snap) if last and snap else None
+                running = _deployed(current_cm, current_dep, spec.environment, now.date())
 
         if foreign:
             names = ", ".join(str(o["metadata"].get("name")) for o in foreign)
@@ -244,6 +261,7 @@ class Reconciler:
         self,
         owner: render.Owner,
         spec: EnvironmentSpec,
+        resolved: Resolved,
         snap: snapshot.Snapshot,
         secret: SecretCheck,
         current_cm: dict[str, Any] | None,
@@ -256,7 +274,8 @@ class Reconciler:
             writes.append(
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
-        dep = render.deployment(owner, spec, snap, secret.env)
+        version = resolved.feed_version.version
+        dep = render.deployment(owner, spec, snap, secret.env, version)
         current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
         if did:
             replicas = dep["spec"]["replicas"]
@@ -327,12 +346,31 @@ def _describe(resolved: Resolved) -> str:
     )
 
 
-def _running(resolved: Resolved, snap: snapshot.Snapshot) -> Running:
+def _deployed(
+    current_cm: Mapping[str, Any] | None,
+    current_dep: Mapping[str, Any],
+    environment: str,
+    day: dt.date,
+) -> Running | None:
+    """What the live Deployment runs: its snapshot, and the feed version it started with."""
+    resolved, snap = _last_good(current_cm, environment, day)
+    if resolved is None or snap is None:
+        return None
+    template = ((current_dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    name = (template.get("annotations") or {}).get(ANNOTATION_FEED_VERSION)
+    version = next((v for v in resolved.feed.versions if v.version == name), None)
+    return _running(resolved, snap, version)
+
+
+def _running(
+    resolved: Resolved, snap: snapshot.Snapshot, version: FeedVersion | None = None
+) -> Running:
+    feed_version = version or resolved.feed_version
     return Running(
         environment=resolved.environment.name,
         feed=resolved.feed.name,
-        feed_version=resolved.feed_version.version,
-        endpoint=resolved.feed_version.endpoint,
+        feed_version=feed_version.version,
+        endpoint=feed_version.endpoint,
         schema=f"{resolved.schema.name}:{resolved.schema_version.version}",
         snapshot_hash=snap.hash,
     )

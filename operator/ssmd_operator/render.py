@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .names import (
+    ANNOTATION_FEED_VERSION,
     ANNOTATION_SNAPSHOT_HASH,
     API_VERSION,
     COLLECTOR_APP,
@@ -111,6 +112,7 @@ def deployment(
     spec: EnvironmentSpec,
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
+    feed_version: str,
 ) -> Manifest:
     """The collector Deployment; see docs/operator.md for why each setting is there."""
     container: Manifest = {
@@ -188,6 +190,7 @@ def deployment(
                     "labels": labels(owner),
                     "annotations": {
                         ANNOTATION_SNAPSHOT_HASH: snapshot.hash,
+                        ANNOTATION_FEED_VERSION: feed_version,
                         "kubectl.kubernetes.io/default-container": CONTAINER_NAME,
                     },
                 },

@@ -6,6 +6,7 @@ user, GitOps or a hand edit would, and waits for the resulting objects and statu
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import socket
 from typing import Any
@@ -20,6 +21,7 @@ from conftest import (
     NAMESPACE,
     PRIVATE_KEY,
     SECRET,
+    TODAY,
     Cluster,
     OperatorThread,
     environment,
@@ -379,5 +381,46 @@ async def test_namespaced_operator_with_liveness_endpoint(cluster: Cluster) -> N
 
         probes = await cluster.wait(healthy, "liveness endpoint answering 200")
         assert probes["environments"] == 1
+    finally:
+        await runner.stop()
+
+
+async def test_resync_rolls_the_collector_when_a_new_feed_version_takes_effect(
+    cluster: Cluster,
+) -> None:
+    """No event marks midnight: the periodic resync re-resolves by date."""
+    feeds = await cluster.get(CM, "ssmd-feeds")
+    prod = yaml.safe_load(feeds["data"]["kalshi.yaml"])
+    v2 = dict(prod["versions"][0], version="v2", effective_from="2026-01-16")
+    v2["endpoint"] = "wss://v2.kalshi.example/trade-api/ws/v2"
+    prod["versions"].append(v2)
+    await cluster.patch(CM, "ssmd-feeds", {"data": {"kalshi.yaml": yaml.safe_dump(prod)}})
+    today = [TODAY]
+    config = operator_config(cluster)
+    config.clock = lambda: today[0]
+    config.resync_seconds = 0.3
+    runner = OperatorThread(config)
+    runner.start()
+    try:
+        await cluster.create(SECRET, keys_secret())
+        await cluster.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await cluster.wait_condition(PROD, "SecretReady", "True")
+        assert (await cluster.get(ENV, PROD))["status"]["feedVersion"] == "v1"
+        first = await cluster.get(DEPLOY, f"{PROD}-collector")
+
+        today[0] = TODAY + dt.timedelta(days=1)
+
+        async def on_v2() -> Any:
+            return (await cluster.get(ENV, PROD))["status"]["feedVersion"] == "v2"
+
+        await cluster.wait(on_v2, "feed version v2 after midnight")
+        rolled = await cluster.get(DEPLOY, f"{PROD}-collector")
+        # Same files, so the same snapshot; the pod rolls on the feed version it resolves.
+        assert snapshot_hash(rolled) == snapshot_hash(first)
+        template = rolled["spec"]["template"]["metadata"]["annotations"]
+        assert template["ssmd.io/feed-version"] == "v2"
+        assert first["spec"]["template"]["metadata"]["annotations"]["ssmd.io/feed-version"] == "v1"
+        status = (await cluster.get(ENV, PROD))["status"]
+        assert status["endpoint"] == "wss://v2.kalshi.example/trade-api/ws/v2"
     finally:
         await runner.stop()

@@ -28,7 +28,11 @@ def prod(**spec: Any) -> tuple[dict[str, Any], dict[str, Any], snapshot.Snapshot
     snap = snapshot.take(resolved, tree)
     parsed = parse_spec("kalshi-prod", {"secretName": "keys", **spec})
     secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
-    return render.config_map(OWNER, snap), render.deployment(OWNER, parsed, snap, secret.env), snap
+    return (
+        render.config_map(OWNER, snap),
+        render.deployment(OWNER, parsed, snap, secret.env, "v1"),
+        snap,
+    )
 
 
 def container(dep: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +50,9 @@ def test_deployment_runs_one_collector_that_never_overlaps_itself() -> None:
         "--port", "8080",
         "--log-format", "json",
     ]  # fmt: skip
-    assert dep["spec"]["template"]["metadata"]["annotations"]["ssmd.io/snapshot-hash"] == snap.hash
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["ssmd.io/snapshot-hash"] == snap.hash
+    assert annotations["ssmd.io/feed-version"] == "v1"
 
 
 def test_secret_env_uses_the_collectors_own_variable_names() -> None:
