@@ -45,7 +45,7 @@ def default_login(**kwargs: Any) -> Any:
     ):
         try:
             info = login(**kwargs)
-        except (ImportError, kopf.LoginError):
+        except (ImportError, OSError, kopf.LoginError):
             continue
         if info is not None:
             return info

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from decimal import Decimal
 from typing import Any
 
+import kopf
 import pytest
 
 from ssmd_collector.metadata import KeySpec, MetadataInvalid
 from ssmd_operator import snapshot
 from ssmd_operator.cli import namespaces_from, parse_args
 from ssmd_operator.drift import matches, parse_quantity
+from ssmd_operator.handlers import default_login
 from ssmd_operator.secrets import check_secret
 from ssmd_operator.spec import MetadataSource, SpecInvalid, parse_spec
 from ssmd_operator.status import (
@@ -270,3 +273,30 @@ def test_namespaces_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("WATCH_NAMESPACE")
     assert namespaces_from(parse_args([])) == []
     assert parse_args([]).liveness_port == 8081
+
+
+# --- login -------------------------------------------------------------------
+
+
+def test_default_login_reads_a_kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://k8s.example:6443'}}]\n"
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: ssmd}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    info = default_login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    assert info.server.rstrip("/") == "https://k8s.example:6443"
+
+
+def test_default_login_without_credentials_says_so(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(kopf.LoginError, match="no credentials"):
+        default_login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
