@@ -24,7 +24,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # Channels that produce data in the simulator. Other known channels (fill,
@@ -125,6 +125,23 @@ class Market:
     active: bool = True
     head: str = ""
     """Pre-rendered ``"market_ticker":..,"market_id":..`` shared by several frame kinds."""
+    ticker_body: str = ""
+    """Pre-rendered ticker fields from ``market_ticker`` to ``dollar_open_interest``; they
+    change only with the quote or a trade, so most ticker frames reuse the text."""
+    stale: bool = True
+    """``ticker_body`` no longer matches the fields."""
+
+    def render_ticker_body(self) -> str:
+        p, b, a, v, oi = self.price, self.yes_bid, self.yes_ask, self.volume, self.open_interest
+        self.ticker_body = (
+            f'{self.head},"price":{p},"yes_bid":{b},"yes_ask":{a},'
+            f'"price_dollars":"{_DOLLARS[p]}","yes_bid_dollars":"{_DOLLARS[b]}",'
+            f'"yes_ask_dollars":"{_DOLLARS[a]}","volume":{v},"volume_fp":"{v}.00",'
+            f'"open_interest":{oi},"open_interest_fp":"{oi}.00",'
+            f'"dollar_volume":{self.dollar_volume},"dollar_open_interest":{oi * p // 100}'
+        )
+        self.stale = False
+        return self.ticker_body
 
     @classmethod
     def create(cls, seed: int, ticker: str) -> Market:
@@ -156,6 +173,8 @@ class Market:
 class _Slot:
     stream: Stream
     markets: list[Market]
+    build: Callable[[Stream, Market], str] | None
+    """The frame builder of the stream's channel; None for channels the sim keeps quiet."""
 
 
 class Feed:
@@ -174,12 +193,23 @@ class Feed:
         self._clock = self._rng.randint(10**9, 2 * 10**9)  # the ticker's opaque "Clock"
         self._market_by_ticker: dict[str, Market] = {}
         self._slots: dict[int, _Slot] = {}
-        # Streams that produce data, with cumulative weights for a bisect draw.
-        self._table: list[_Slot] = []
+        # (builder, stream, markets) of the streams that produce data, with cumulative
+        # weights for a bisect draw.
+        self._table: list[tuple[Callable[[Stream, Market], str], Stream, list[Market]]] = []
         self._cumulative: list[int] = []
         self._pending: deque[tuple[Stream, Market]] = deque()
         self._time_s = -1
         self._time_text = ""
+        # Trade ids: a random UUID-shaped prefix per feed plus a counter. Unique like
+        # Kalshi's v4 UUIDs at a fraction of the cost of drawing 128 random bits.
+        self._trade_prefix = _uuid(self._rng)[:24]
+        self._trades = self._rng.randrange(16**11)
+        self._builders: dict[str, Callable[[Stream, Market], str]] = {
+            ORDERBOOK: self.delta,
+            TICKER: self.ticker,
+            TRADE: self.trade,
+            LIFECYCLE: self.lifecycle,
+        }
 
     # -- streams ---------------------------------------------------------------
 
@@ -203,7 +233,7 @@ class Feed:
         channel by market.
         """
         names = self.universe if tickers is None or stream.channel == LIFECYCLE else tickers
-        slot = _Slot(stream, [self.market(t) for t in names])
+        slot = _Slot(stream, [self.market(t) for t in names], self._builders.get(stream.channel))
         self._slots[stream.sid] = slot
         if stream.channel == ORDERBOOK:
             self._pending.extend((stream, m) for m in slot.markets)
@@ -237,15 +267,15 @@ class Feed:
         )
 
     def _rebuild(self) -> None:
-        table: list[_Slot] = []
+        table: list[tuple[Callable[[Stream, Market], str], Stream, list[Market]]] = []
         cumulative: list[int] = []
         total = 0
         for slot in self._slots.values():
-            weight = CHANNEL_WEIGHTS.get(slot.stream.channel, 0) * len(slot.markets)
-            if weight:
-                total += weight
-                table.append(slot)
-                cumulative.append(total)
+            if slot.build is None or not slot.markets:
+                continue
+            total += CHANNEL_WEIGHTS[slot.stream.channel] * len(slot.markets)
+            table.append((slot.build, slot.stream, slot.markets))
+            cumulative.append(total)
         self._table, self._cumulative = table, cumulative
 
     # -- frames ----------------------------------------------------------------
@@ -255,35 +285,23 @@ class Feed:
         frames: list[str] = []
         append = frames.append
         pending = self._pending
+        random = self._rng.random
         while pending and len(frames) < n:
             stream, market = pending.popleft()
-            self._tick()
+            self._now_ms += 1 + int(random() * 39)
             append(self.snapshot(stream, market))
         table, cumulative = self._table, self._cumulative
         if not table:
             return frames
-        rng = self._rng
         total = cumulative[-1]
         choose = bisect.bisect_right
+        # The hot loop of the whole simulator: keep it to a few lookups per frame.
         for _ in range(n - len(frames)):
-            slot = table[choose(cumulative, rng.random() * total)]
-            markets = slot.markets
-            market = markets[int(rng.random() * len(markets))]
-            self._tick()
-            channel = slot.stream.channel
-            if channel == ORDERBOOK:
-                append(self.delta(slot.stream, market))
-            elif channel == TICKER:
-                append(self.ticker(slot.stream, market))
-            elif channel == TRADE:
-                append(self.trade(slot.stream, market))
-            else:
-                append(self.lifecycle(slot.stream, market))
+            build, stream, markets = table[choose(cumulative, random() * total)]
+            # Simulated inter-arrival time: 1-39 ms, about 50 msg/s of simulated time.
+            self._now_ms += 1 + int(random() * 39)
+            append(build(stream, markets[int(random() * len(markets))]))
         return frames
-
-    def _tick(self) -> None:
-        # Simulated inter-arrival time: 1-39 ms, about 50 msg/s of simulated time.
-        self._now_ms += 1 + int(self._rng.random() * 39)
 
     def _rfc3339(self) -> str:
         now_s = self._now_ms // 1000
@@ -302,34 +320,33 @@ class Feed:
                 ask += 1 if ask - bid < 3 else -1
             if 1 <= bid < ask <= 99:
                 m.yes_bid, m.yes_ask = bid, ask
-        self._clock += 1 + int(rng.random() * 50)
-        p, b, a, v, oi = m.price, m.yes_bid, m.yes_ask, m.volume, m.open_interest
+                m.stale = True
+        self._clock += 1 + int(r * 100)
+        body = m.render_ticker_body() if m.stale else m.ticker_body
         return (
-            f'{{"type":"ticker","sid":{stream.sid},"msg":{{{m.head},"price":{p},'
-            f'"yes_bid":{b},"yes_ask":{a},"price_dollars":"{_DOLLARS[p]}",'
-            f'"yes_bid_dollars":"{_DOLLARS[b]}","yes_ask_dollars":"{_DOLLARS[a]}",'
-            f'"volume":{v},"volume_fp":"{v}.00","open_interest":{oi},'
-            f'"open_interest_fp":"{oi}.00","dollar_volume":{m.dollar_volume},'
-            f'"dollar_open_interest":{oi * p // 100},"ts":{self._now_ms // 1000},'
-            f'"time":"{self._rfc3339()}","Clock":{self._clock}}}}}'
+            f'{{"type":"ticker","sid":{stream.sid},"msg":{{{body},'
+            f'"ts":{self._now_ms // 1000},"time":"{self._rfc3339()}","Clock":{self._clock}}}}}'
         )
 
     def trade(self, stream: Stream, m: Market) -> str:
         rng = self._rng
-        taker_yes = rng.random() < 0.5
+        r = rng.random()
+        taker_yes = r < 0.5
         yes_price = m.yes_ask if taker_yes else m.yes_bid
         no_price = 100 - yes_price
         count = 1 + int(rng.expovariate(0.025))
         m.price = yes_price
+        m.stale = True
         m.volume += count
         m.dollar_volume += count * yes_price // 100
-        if rng.random() < 0.5:
+        if r < 0.25 or r >= 0.75:  # opening or closing positions, independent of the side
             m.open_interest += count
         else:
             m.open_interest = max(0, m.open_interest - count)
+        self._trades += 1
         return (
             f'{{"type":"trade","sid":{stream.sid},"seq":{stream.next_seq()},"msg":{{'
-            f'"trade_id":"{_uuid(rng)}","market_ticker":"{m.ticker}",'
+            f'"trade_id":"{self._trade_prefix}{self._trades:012x}","market_ticker":"{m.ticker}",'
             f'"yes_price":{yes_price},"yes_price_dollars":"{_DOLLARS[yes_price]}",'
             f'"no_price":{no_price},"no_price_dollars":"{_DOLLARS[no_price]}",'
             f'"count":{count},"count_fp":"{count}.00",'
