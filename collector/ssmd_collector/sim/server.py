@@ -119,6 +119,7 @@ class SimSession:
     data unless ``SimConfig.record`` is off, and frames injected with :meth:`send_raw`);
     binary frames injected with :meth:`send_raw` go to ``sent_binary``. ``received``
     holds every frame the client sent; ``commands`` those that parsed as JSON objects.
+    ``request_headers`` are the upgrade request's headers, names as the client sent them.
     """
 
     request_headers: dict[str, str]
