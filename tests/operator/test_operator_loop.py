@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import yaml
-from conftest import (
+from operator_harness import (
     API_KEY,
     CM,
     DEPLOY,

@@ -1,0 +1,315 @@
+"""Harness that runs the real ssmd operator (kopf) against the kmock API emulator over HTTP.
+
+Fixtures are re-exported by conftest.py; helpers are imported by the tests from here
+(a uniquely named module: several conftest.py files may exist under tests/).
+
+kmock 0.8 facts these fixtures work around (see ARCHITECTURE.md, "Tests"):
+every resource the operator touches is declared with verbs and subresources;
+kopf runs cluster-wide (namespace listing hits a kmock path-parsing bug); objects
+carry the uid/generation the operator reads, because kmock sets none; and the
+tests create, patch and delete objects over HTTP so that watch events flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock as kmock_lib
+import kopf
+import pytest
+
+from ssmd_collector.metadata import read_directory
+from ssmd_operator.handlers import OperatorConfig, build_registry, operator_settings
+from ssmd_operator.names import DEFAULT_METADATA_CONFIGMAPS
+
+REPO = Path(__file__).resolve().parents[2]
+EXCHANGES = REPO / "exchanges"
+NAMESPACE = "ssmd"
+TODAY = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
+
+# Recognisable values: any of them showing up outside the Secret is a leak.
+API_KEY = "LEAKCHECK-api-key-7f3a9c"
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nLEAKCHECK-private-key-e41b\n-----END PRIVATE KEY-----\n"
+
+RESOURCES: dict[str, dict[str, Any]] = {
+    "ssmd.io/v1alpha1/ssmdenvironments": dict(
+        kind="SsmdEnvironment", namespaced=True, subresources={"status"}
+    ),
+    "v1/configmaps": dict(kind="ConfigMap", namespaced=True),
+    "v1/secrets": dict(kind="Secret", namespaced=True),
+    "v1/events": dict(kind="Event", namespaced=True),
+    "apps/v1/deployments": dict(kind="Deployment", namespaced=True, subresources={"status"}),
+    # kopf's backbone: resolved at start even with scanning disabled.
+    "v1/namespaces": dict(kind="Namespace", namespaced=False),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
+        kind="CustomResourceDefinition", namespaced=False
+    ),
+}
+VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def path(api_version: str, plural: str, name: str | None = None, sub: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    out = f"{base}/namespaces/{NAMESPACE}/{plural}"
+    return out + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+
+ENV = ("ssmd.io/v1alpha1", "ssmdenvironments")
+CM = ("v1", "configmaps")
+SECRET = ("v1", "secrets")
+DEPLOY = ("apps/v1", "deployments")
+EVENTS = ("v1", "events")
+
+
+def metadata_config_maps() -> list[dict[str, Any]]:
+    """exchanges/ as the kustomization generates it: one ConfigMap per directory."""
+    tree = read_directory(EXCHANGES)
+    maps = []
+    for name, directory in DEFAULT_METADATA_CONFIGMAPS:
+        data = {
+            p.split("/", 1)[1]: content.decode()
+            for p, content in tree.items()
+            if p.startswith(directory + "/")
+        }
+        maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "labels": {"ssmd.io/metadata": "true"},
+                },
+                "data": data,
+            }
+        )
+    return maps
+
+
+def environment(name: str, uid: str, generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ssmd.io/v1alpha1",
+        "kind": "SsmdEnvironment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "generation": generation},
+        "spec": spec,
+    }
+
+
+def keys_secret(name: str = "kalshi-keys", **data: str) -> dict[str, Any]:
+    values = data or {"api_key": API_KEY, "private_key": PRIVATE_KEY}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "type": "Opaque",
+        "data": {k: b64(v) for k, v in values.items()},
+    }
+
+
+@dataclass
+class Cluster:
+    """Create/patch/delete over HTTP (so the operator sees watch events) and wait for states."""
+
+    emulator: Any
+    session: aiohttp.ClientSession
+    operator_errors: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.emulator.url).rstrip("/")
+
+    async def _call(self, method: str, p: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self.session.request(method, self.url + p, json=body, headers=headers) as r:
+            if r.status == 404 and method == "GET":
+                return None
+            assert r.status < 400, f"{method} {p}: {r.status} {await r.text()}"
+            return await r.json()
+
+    async def create(self, resource: tuple[str, str], body: dict[str, Any]) -> Any:
+        return await self._call("POST", path(*resource), body)
+
+    async def get(self, resource: tuple[str, str], name: str) -> Any:
+        return await self._call("GET", path(*resource, name))
+
+    async def patch(
+        self, resource: tuple[str, str], name: str, body: Any, sub: str | None = None
+    ) -> Any:
+        return await self._call("PATCH", path(*resource, name, sub), body)
+
+    async def delete(self, resource: tuple[str, str], name: str) -> Any:
+        return await self._call("DELETE", path(*resource, name))
+
+    async def list(self, resource: tuple[str, str]) -> list[dict[str, Any]]:
+        listed = await self._call("GET", path(*resource))
+        return list(listed["items"])
+
+    async def wait(
+        self,
+        probe: Callable[[], Any],
+        what: str,
+        timeout: float = 8.0,
+    ) -> Any:
+        """Poll ``probe`` (async) until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = await probe()
+            if last:
+                return last
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+    async def condition(self, env: str, type_: str) -> dict[str, Any] | None:
+        obj = await self.get(ENV, env)
+        for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if c["type"] == type_:
+                return dict(c)
+        return None
+
+    async def wait_condition(
+        self, env: str, type_: str, status: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            c = await self.condition(env, type_)
+            ok = (
+                c is not None
+                and c["status"] == status
+                and (reason is None or c["reason"] == reason)
+            )
+            return c if ok else None
+
+        return dict(await self.wait(probe, f"{env} {type_}={status} {reason or ''}"))
+
+    async def settle(self, seconds: float = 0.6) -> None:
+        """Give the operator time to react to anything still in flight."""
+        await asyncio.sleep(seconds)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Every write request the emulator has served so far (method, path)."""
+        return [
+            (str(r.method.value).upper(), r.url.path)
+            for r in self.emulator
+            if str(r.method.value).upper() in {"POST", "PATCH", "PUT", "DELETE"}
+        ]
+
+    async def make_available(self, env: str) -> None:
+        """Stand in for the Deployment controller: the collector pod became ready."""
+        await self.patch(
+            DEPLOY,
+            f"{env}-collector",
+            {
+                "status": {
+                    "replicas": 1,
+                    "availableReplicas": 1,
+                    "readyReplicas": 1,
+                    "conditions": [{"type": "Available", "status": "True"}],
+                }
+            },
+            sub="status",
+        )
+
+
+class _ErrorCollector(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+@pytest.fixture
+async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
+    """An emulated API server with the metadata ConfigMaps from exchanges/ applied."""
+    for resource, info in RESOURCES.items():
+        kmock.resources[resource] = kmock_lib.ResourceInfo(verbs=VERBS, **info)
+    async with aiohttp.ClientSession() as session:
+        c = Cluster(kmock, session)
+        for cm in metadata_config_maps():
+            await c.create(CM, cm)
+        yield c
+
+
+class OperatorThread:
+    """The operator in its own thread and event loop, as ``kopf run`` would have it.
+
+    kopf cancels every task created in its loop after it started when it stops;
+    sharing pytest-asyncio's loop would cancel the fixture teardown itself.
+    """
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        namespaces: list[str] | None = None,
+        liveness_endpoint: str | None = None,
+    ) -> None:
+        self.config = config
+        self.namespaces = namespaces or []
+        self.liveness_endpoint = liveness_endpoint
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_flag: asyncio.Event | None = None
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop_flag = asyncio.Event()
+        self.started.set()
+        await kopf.operator(
+            registry=build_registry(self.config),
+            settings=operator_settings(),
+            clusterwide=not self.namespaces,
+            namespaces=self.namespaces,
+            standalone=True,
+            stop_flag=self.stop_flag,
+            liveness_endpoint=self.liveness_endpoint,
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        self.started.wait(5)
+
+    async def stop(self) -> None:
+        if self.loop is not None and self.stop_flag is not None:
+            self.loop.call_soon_threadsafe(self.stop_flag.set)
+        await asyncio.to_thread(self.thread.join, 10)
+        assert not self.thread.is_alive(), "the operator did not stop within 10 s"
+
+
+def operator_config(cluster: Cluster) -> OperatorConfig:
+    return OperatorConfig(
+        login=lambda **_: kopf.ConnectionInfo(server=cluster.url, insecure=True),
+        resync_seconds=3600,  # the tests prove event-driven reconciliation
+        retry_seconds=0.5,
+        clock=lambda: TODAY,
+    )
+
+
+@pytest.fixture
+async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The real operator (kopf event loop and all handlers) running against ``cluster``."""
+    config = operator_config(cluster)
+    errors = _ErrorCollector(cluster.operator_errors)
+    logging.getLogger().addHandler(errors)
+    runner = OperatorThread(config)
+    runner.start()
+    try:
+        yield cluster
+    finally:
+        await runner.stop()
+        logging.getLogger().removeHandler(errors)
