@@ -1,7 +1,9 @@
 """Harness that runs the real ssmd operator (kopf) against the kmock API emulator over HTTP.
 
-Fixtures are re-exported by conftest.py; helpers are imported by the tests from here
-(a uniquely named module: several conftest.py files may exist under tests/).
+Test modules import helpers from here and wrap ``emulated_cluster`` and
+``running_operator`` in fixtures. There is deliberately no conftest.py in
+tests/operator: other tests do ``from conftest import ...``, and a second module
+named ``conftest`` would shadow theirs.
 
 kmock 0.8 facts these fixtures work around (see ARCHITECTURE.md, "Tests"):
 every resource the operator touches is declared with verbs and subresources;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -26,7 +29,6 @@ from typing import Any
 import aiohttp
 import kmock as kmock_lib
 import kopf
-import pytest
 
 from ssmd_collector.metadata import read_directory
 from ssmd_operator.handlers import OperatorConfig, build_registry, operator_settings
@@ -233,8 +235,8 @@ class _ErrorCollector(logging.Handler):
         self.sink.append(record.getMessage())
 
 
-@pytest.fixture
-async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def emulated_cluster(kmock: Any) -> AsyncIterator[Cluster]:
     """An emulated API server with the metadata ConfigMaps from exchanges/ applied."""
     for resource, info in RESOURCES.items():
         kmock.resources[resource] = kmock_lib.ResourceInfo(verbs=VERBS, **info)
@@ -300,8 +302,8 @@ def operator_config(cluster: Cluster) -> OperatorConfig:
     )
 
 
-@pytest.fixture
-async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def running_operator(cluster: Cluster) -> AsyncIterator[Cluster]:
     """The real operator (kopf event loop and all handlers) running against ``cluster``."""
     config = operator_config(cluster)
     errors = _ErrorCollector(cluster.operator_errors)

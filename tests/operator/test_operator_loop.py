@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import yaml
 from operator_harness import (
     API_KEY,
@@ -24,10 +26,25 @@ from operator_harness import (
     TODAY,
     Cluster,
     OperatorThread,
+    emulated_cluster,
     environment,
     keys_secret,
     operator_config,
+    running_operator,
 )
+
+
+@pytest.fixture
+async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
+    async with emulated_cluster(kmock) as c:
+        yield c
+
+
+@pytest.fixture
+async def operator(cluster: Cluster) -> AsyncIterator[Cluster]:
+    async with running_operator(cluster) as c:
+        yield c
+
 
 PROD = "kalshi-prod"
 PROD_FILES = {
