@@ -216,6 +216,11 @@ def test_runtime_stage_runs_as_the_operators_numeric_user(dockerfile: Dockerfile
         f"USER must be numeric uid:gid {RUN_AS_USER} (ssmd_operator.names.RUN_AS_USER), "
         "so runAsNonRoot can be checked and files in the data volume match the pod's uid"
     )
+    # The account behind the uid: kopf names itself with getpass.getuser(), which fails
+    # for a uid without a passwd entry.
+    runs = " ".join(i.args for i in dockerfile.final.all("RUN"))
+    assert f"groupadd --gid {RUN_AS_USER} " in runs, runs
+    assert f"useradd --uid {RUN_AS_USER} --gid {RUN_AS_USER} " in runs, runs
 
 
 def test_runtime_stage_has_labels_and_no_build_tools(dockerfile: Dockerfile) -> None:
