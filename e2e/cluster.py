@@ -190,14 +190,18 @@ class Kubectl:
 
     def diagnose(self) -> str:
         """What a human would look at first; never raises, never prints Secret data."""
-        parts = []
-        for args in (
+        commands: list[tuple[str, ...]] = [
             ("get", "ssmdenvironments,deployments,pods,services,configmaps", "-o", "wide"),
             ("get", "ssmdenvironments", "-o", "yaml"),
             ("get", "events", "--sort-by=.lastTimestamp"),
-            ("logs", "deployment/ssmd-operator", "--tail=80"),
-            ("describe", "pods"),
-        ):
+        ]
+        names = self("get", "deployments", "-o", "name", check=False, timeout=30).stdout.split()
+        for deployment in names:  # the operator, the simulator, the collector
+            commands.append(("logs", deployment, "--all-containers", "--tail=60"))
+            commands.append(("logs", deployment, "--all-containers", "--tail=30", "--previous"))
+        commands.append(("describe", "pods"))
+        parts = []
+        for args in commands:
             result = self(*args, check=False, timeout=30)
             parts.append(f"$ kubectl {' '.join(args)}\n{result.stdout[-6000:]}{result.stderr}")
         return "\n".join(parts)
