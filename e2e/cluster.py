@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 T = TypeVar("T")
 
 
@@ -58,21 +56,6 @@ def requirements_missing() -> str | None:
         f"e2e needs docker (with a running daemon) and kind on PATH (found: {found}); "
         "run `make e2e` on a machine with them"
     )
-
-
-def skip_reason() -> str | None:
-    """Why this machine cannot run the suite (None: it can). Each test module skips on it:
-
-        if reason := skip_reason():
-            pytest.skip(reason, allow_module_level=True)
-
-    With SSMD_E2E_REQUIRE=1 (the CI e2e job) a missing tool fails the run instead, so a
-    broken runner cannot pass by skipping.
-    """
-    missing = requirements_missing()
-    if missing and os.environ.get("SSMD_E2E_REQUIRE") == "1":
-        pytest.fail(f"SSMD_E2E_REQUIRE=1 but {missing}", pytrace=False)
-    return missing
 
 
 def run(

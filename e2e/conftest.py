@@ -1,9 +1,10 @@
 """Fixtures of the kind end-to-end suite: the cluster, the images, the deployed stack.
 
 Run it with ``make e2e`` (or ``.venv/bin/pytest e2e -v -rs``); see e2e/README.md for
-the environment variables. Whether it can run at all is decided at the top of each
-test module with ``cluster.skip_reason()`` (one skip line where docker or kind is
-missing), so the fixtures below may assume both are there.
+the environment variables. Where docker (with a running daemon) or kind is missing,
+every test is collected and skipped before any fixture runs, all with one reason from
+one place, so ``-rs`` prints a single line and pytest exits 0; SSMD_E2E_REQUIRE=1 (CI's
+e2e job) makes that a usage error instead, so a broken runner cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -30,13 +31,32 @@ LOGS_DIR = os.environ.get("SSMD_E2E_LOGS_DIR", "")
 NODE_IMAGE = os.environ.get("SSMD_E2E_NODE_IMAGE", "")
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def _in_this_suite(item: pytest.Item) -> bool:
+    """Hooks in this conftest see every item of the session (``pytest tests e2e``)."""
+    return item.path.is_relative_to(HERE)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The first test pays for cluster creation and two image builds; pyproject's
-    # 120 s default is for the fast suite.
-    for item in items:
+    ours = [item for item in items if _in_this_suite(item)]
+    for item in ours:
+        # The first test pays for cluster creation and two image builds; pyproject's
+        # 120 s default is for the fast suite.
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(1800))
         item.add_marker(pytest.mark.e2e)
+    if ours and os.environ.get("SSMD_E2E_REQUIRE") == "1" and (missing := requirements_missing()):
+        raise pytest.UsageError(f"SSMD_E2E_REQUIRE=1 but {missing}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip before any fixture (cluster, images) is set up; raised here, so every skip
+    reports this one location and ``-rs`` groups them into one line."""
+    if _in_this_suite(item) and (missing := requirements_missing()):
+        pytest.skip(missing)
 
 
 # -- the cluster ------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import stack
 from cluster import (
     Kubectl,
@@ -29,7 +28,6 @@ from cluster import (
     container_status,
     pod_ready,
     run,
-    skip_reason,
     tool,
     wait_until,
 )
@@ -50,9 +48,6 @@ from ssmd_operator.names import (
     deployment_name,
 )
 from ssmd_operator.snapshot import key_for
-
-if reason := skip_reason():
-    pytest.skip(reason, allow_module_level=True)
 
 COLLECTOR_SELECTOR = f"{LABEL_NAME}={COLLECTOR_APP},{LABEL_INSTANCE}={stack.ENVIRONMENT}"
 SIM_SELECTOR = f"app.kubernetes.io/name={stack.SIM_NAME}"
