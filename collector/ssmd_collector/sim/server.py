@@ -44,6 +44,11 @@ from ssmd_collector.sim.protocol import Commands
 
 logger = logging.getLogger(__name__)
 
+# websockets logs every request header at DEBUG, KALSHI-ACCESS-* included. The
+# simulator runs in clusters too, so its websockets logger is pinned at INFO.
+_WS_LOG = logging.getLogger(f"{__name__}.websockets")
+_WS_LOG.setLevel(logging.INFO)
+
 TIMESTAMP_WINDOW_S = 60.0
 """Accepted clock skew between a handshake's KALSHI-ACCESS-TIMESTAMP and now."""
 
@@ -186,6 +191,7 @@ class SimServer:
                 ping_interval=None,  # heartbeats are ours: Kalshi's payload, no pong timeout
                 close_timeout=2,
                 write_limit=_WRITE_LIMIT,
+                logger=_WS_LOG,
             )
         except BaseException:
             sock.close()
