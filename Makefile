@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint e2e clean
+.PHONY: demo test lint e2e images clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,19 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest tests e2e -rs
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-## End-to-end tests on a kind cluster (needs docker and kind).
+## End-to-end tests on a kind cluster (needs docker and kind; see e2e/README.md).
 e2e: $(VENV)/.dev
-	$(BIN)/pytest e2e
+	$(BIN)/pytest e2e -v -rs
+
+## Build both images locally (needs docker).
+images:
+	docker build -f Dockerfile.collector -t ssmd-collector:dev .
+	docker build -f Dockerfile.operator -t ssmd-operator:dev .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass
 
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-
-@dataclass(frozen=True)
-class TLS:
-    """A private CA and a server certificate for ``localhost`` and ``127.0.0.1``."""
-
-    server_context: ssl.SSLContext
-    """For the server side (``SimConfig.ssl``)."""
-    client_context: ssl.SSLContext
-    """Trusts only the private CA."""
-    ca_pem: bytes
-    """The CA certificate, for code that takes a CA file."""
-    cert_chain_pem: bytes
-    private_key_pem: bytes
-    """The server's certificate chain and key, for code that takes files (``ssmd sim``)."""
+from tls_material import TLS
 
 
 @pytest.fixture(scope="session")

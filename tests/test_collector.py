@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from collector_harness import make_tree, record, scrape
-from conftest import TLS
+from tls_material import TLS
 
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
