@@ -103,6 +103,10 @@ async def test_ready_goes_503_then_200_and_metrics_match(tmp_path: Path) -> None
     assert scraped["ssmd_subscriptions" + feed] == 3
     assert scraped["ssmd_queue_depth" + feed] == 0
     assert "ssmd_last_message_timestamp" + feed in scraped
+    # Latency is sampled on every 16th message; each sample lands in a bucket.
+    assert scraped["ssmd_write_latency_seconds_count" + feed] == sent // 16
+    assert scraped['ssmd_write_latency_seconds_bucket{feed="kalshi-sim",le="+Inf"}'] == sent // 16
+    assert 0 < scraped["ssmd_write_latency_max_seconds" + feed] < 5
     assert run.stats.ready is False  # after the disconnect
 
 

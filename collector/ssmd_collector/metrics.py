@@ -8,11 +8,17 @@ Labels stay low-cardinality: feed, error type, channel; never a market ticker.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
@@ -29,6 +35,8 @@ QUEUE_BYTES = "ssmd_queue_bytes"
 SUBSCRIPTIONS = "ssmd_subscriptions"
 READY = "ssmd_ready"
 FLUSH_SECONDS = "ssmd_last_flush_duration_seconds"
+WRITE_LATENCY = "ssmd_write_latency_seconds"
+WRITE_LATENCY_MAX = "ssmd_write_latency_max_seconds"
 INFO = "ssmd_build"
 
 
@@ -43,6 +51,53 @@ class ErrorType:
     WRITE_FAILED = "write_failed"
     AUTH_REJECTED = "auth_rejected"
     SUBSCRIBE_REJECTED = "subscribe_rejected"
+
+
+LATENCY_SAMPLE_EVERY = 16
+"""One message in this many has its receipt-to-write latency measured (cheap, unbiased)."""
+
+
+class LatencyHistogram:
+    """Cumulative-on-export histogram of receipt-to-write latency, in seconds.
+
+    Observed from the writer thread only; read (racily, harmlessly) at scrape time.
+    """
+
+    BOUNDS = (
+        0.00025,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+    )
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0.0
+        self.max = 0.0
+
+    def observe_many(self, seconds: list[float]) -> None:
+        bounds, counts = self.BOUNDS, self.counts
+        for x in seconds:
+            counts[bisect.bisect_left(bounds, x)] += 1
+        self.total += sum(seconds)
+        self.max = max(self.max, *seconds) if seconds else self.max
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*map(str, self.BOUNDS), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, float(running)))
+        return out
 
 
 @dataclass
@@ -61,6 +116,7 @@ class Stats:
     errors: Tally[str] = field(default_factory=Tally)
     gaps: Tally[str] = field(default_factory=Tally)
     """Sequence gaps by channel."""
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
     """Returns (lines, bytes) received but not yet handed to the OS."""
 
@@ -112,6 +168,14 @@ class StatsCollector(Collector):
         yield gauge(QUEUE_DEPTH, "Lines received and not yet handed to the OS.", lines)
         yield gauge(QUEUE_BYTES, "Bytes received and not yet handed to the OS.", size)
         yield gauge(FLUSH_SECONDS, "Duration of the last batch write.", s.last_flush_seconds)
+        latency = HistogramMetricFamily(
+            WRITE_LATENCY,
+            f"Receipt to hand-off to the OS, sampled 1 in {LATENCY_SAMPLE_EVERY} messages.",
+            labels=["feed"],
+        )
+        latency.add_metric(feed, s.latency.buckets(), s.latency.total)
+        yield latency
+        yield gauge(WRITE_LATENCY_MAX, "Largest sampled receipt-to-write latency.", s.latency.max)
         info = GaugeMetricFamily(INFO + "_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

@@ -20,14 +20,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from .framing import LineFramer, Timestamper
 from .interfaces import Writer
-from .metrics import ErrorType, Stats
+from .metrics import LATENCY_SAMPLE_EVERY, ErrorType, Stats
 from .writer import WriteFailed
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class _Segment:
     writer: Writer
     day: str
     lines: list[str]
+    received: list[int] = field(default_factory=list)
+    """perf_counter_ns at receipt of the sampled lines (see LATENCY_SAMPLE_EVERY)."""
 
 
 class Runner:
@@ -119,6 +121,7 @@ class Runner:
         clock = self.clock_ns
         stats = self.stats
         data = self.data
+        perf_ns = time.perf_counter_ns
         async for raw in self.connector.messages():
             ns = clock()
             day, ts = stamp(ns)
@@ -135,10 +138,12 @@ class Runner:
                 # Read the buffer afresh: the flusher swaps it out at any await.
                 segments = self._segments
                 last = segments[-1] if segments else None
-                if last is not None and last.writer is data and last.day == day:
-                    last.lines.append(line)
-                else:
-                    segments.append(_Segment(data, day, [line]))
+                if last is None or last.writer is not data or last.day != day:
+                    last = _Segment(data, day, [])
+                    segments.append(last)
+                last.lines.append(line)
+                if not stats.messages % LATENCY_SAMPLE_EVERY:
+                    last.received.append(perf_ns())
                 self._buffered_lines += 1
                 self._buffered_bytes += len(line)
                 if self._buffered_lines == 1:
@@ -210,4 +215,7 @@ class Runner:
             if seg.writer is self.data:
                 self.stats.bytes_written += n
                 self.stats.lines_written += len(seg.lines)
+                if seg.received:
+                    done = time.perf_counter_ns()
+                    self.stats.latency.observe_many([(done - t) / 1e9 for t in seg.received])
         self.stats.last_flush_seconds = time.perf_counter() - started
