@@ -33,7 +33,7 @@ from ssmd_collector.metadata import (
 
 from . import events, render, snapshot
 from .drift import matches
-from .kube import KubeApi, resource_path
+from .kube import ApiError, KubeApi, resource_path
 from .names import (
     ANNOTATION_FEED_VERSION,
     API_VERSION,
@@ -190,9 +190,17 @@ class Reconciler:
         for kind, message in writes:
             await self._event(owner, events.NORMAL, kind, message, now)
         if not matches(body, previous):
-            await self.api.patch(
-                resource_path(API_VERSION, PLURAL, namespace, name, "status"), {"status": body}
-            )
+            try:
+                await self.api.patch(
+                    resource_path(API_VERSION, PLURAL, namespace, name, "status"), {"status": body}
+                )
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted during the pass; anything created meanwhile names the old uid
+                # as its owner, so the garbage collector removes it.
+                logger.info("%s/%s was deleted during its reconcile", namespace, name)
+                return
             for c in transitions(previous, conditions):
                 kind = events.NORMAL if c.true else events.WARNING
                 await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)

@@ -197,9 +197,17 @@ class Cluster:
 
         return dict(await self.wait(probe, f"{env} {type_}={status} {reason or ''}"))
 
-    async def settle(self, seconds: float = 0.6) -> None:
-        """Give the operator time to react to anything still in flight."""
-        await asyncio.sleep(seconds)
+    async def quiet(self, period: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until the operator has made no request for ``period`` seconds."""
+        deadline = time.monotonic() + timeout
+        count = -1
+        while time.monotonic() < deadline:
+            now = len(list(self.emulator))
+            if now == count:
+                return
+            count = now
+            await asyncio.sleep(period)
+        raise AssertionError(f"the operator kept making requests for {timeout} s")
 
     def writes(self) -> list[tuple[str, str]]:
         """Every write request the emulator has served so far (method, path)."""

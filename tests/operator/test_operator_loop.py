@@ -138,7 +138,7 @@ async def test_create_writes_snapshot_deployment_and_status(operator: Cluster) -
 async def test_second_reconcile_with_nothing_changed_writes_nothing(operator: Cluster) -> None:
     c = operator
     await start_prod(c)
-    await c.settle()
+    await c.quiet()
     before = len(c.writes())
     reads_before = len(list(c.emulator))
     # An annotation change is an event for the operator, but no change of what it renders.
@@ -153,7 +153,7 @@ async def test_second_reconcile_with_nothing_changed_writes_nothing(operator: Cl
         return len([r for r in reads if str(r.method.value).upper() == "GET"]) >= 2
 
     await c.wait(passes_ran, "two reconcile passes")
-    await c.settle()
+    await c.quiet()
     # ...and no pass wrote anything: only the test's own two patches are there.
     assert c.writes()[before:] == [
         ("PATCH", "/apis/ssmd.io/v1alpha1/namespaces/ssmd/ssmdenvironments/kalshi-prod"),
@@ -169,7 +169,7 @@ async def test_metadata_change_rolls_the_snapshot_hash(operator: Cluster) -> Non
     sim = yaml.safe_load(feeds["data"]["kalshi-sim.yaml"])
     sim["display_name"] = "changed"
     await c.patch(CM, "ssmd-feeds", {"data": {"kalshi-sim.yaml": yaml.safe_dump(sim)}})
-    await c.settle()
+    await c.quiet()
     assert snapshot_hash(await c.get(DEPLOY, f"{PROD}-collector")) == snapshot_hash(first)
 
     # Its own feed moves to a new endpoint: new snapshot, new pod template, new status.
@@ -285,7 +285,7 @@ async def test_deleted_secret_leaves_the_running_collector_alone(operator: Clust
     prod = yaml.safe_load(feeds["data"]["kalshi.yaml"])
     prod["versions"][0]["endpoint"] = "wss://api.kalshi.example/trade-api/ws/v2"
     await c.patch(CM, "ssmd-feeds", {"data": {"kalshi.yaml": yaml.safe_dump(prod)}})
-    await c.settle()
+    await c.quiet()
     dep = await c.get(DEPLOY, f"{PROD}-collector")
     assert dep["spec"] == good["spec"]
     status = (await c.get(ENV, PROD))["status"]
@@ -306,7 +306,7 @@ async def test_invalid_metadata_keeps_the_last_good_snapshot(operator: Cluster) 
     assert "environments/kalshi-prod.yaml: feed: expected an existing feed" in cond["message"]
     assert "last good snapshot" in cond["message"]
     await c.wait_condition(PROD, "Ready", "False", "MetadataInvalid")
-    await c.settle()
+    await c.quiet()
     assert (await c.get(CM, f"{PROD}-config"))["data"] == good_cm["data"]
     assert (await c.get(DEPLOY, f"{PROD}-collector"))["spec"] == good["spec"]
     status = (await c.get(ENV, PROD))["status"]
@@ -346,11 +346,14 @@ async def test_pause_scales_to_zero_and_back(operator: Cluster) -> None:
 async def test_deleted_environment_is_not_resurrected(operator: Cluster) -> None:
     c = operator
     await start_prod(c)
+    # Let passes already under way finish: one that read the resource just before its
+    # deletion may still create a child, which a real cluster's GC removes (kmock has none).
+    await c.quiet()
     await c.delete(ENV, PROD)
     # kmock has no garbage collector: do what the ownerReferences make a cluster do.
     await c.delete(DEPLOY, f"{PROD}-collector")
     await c.delete(CM, f"{PROD}-config")
-    await c.settle(1.0)
+    await c.quiet()
     assert await c.get(DEPLOY, f"{PROD}-collector") is None
     assert await c.get(CM, f"{PROD}-config") is None
     assert c.operator_errors == []
@@ -362,7 +365,7 @@ async def test_secret_values_never_leave_the_secret(operator: Cluster, caplog: A
     await start_prod(c)
     await c.create(ENV, environment("no-secret", "uid-2", environment=PROD, secretName="nope"))
     await c.wait_condition("no-secret", "SecretReady", "False")
-    await c.settle()
+    await c.quiet()
     needles = [API_KEY, PRIVATE_KEY.splitlines()[1]]
     needles += [keys_secret()["data"]["api_key"], keys_secret()["data"]["private_key"]]
     secret_path = "/api/v1/namespaces/ssmd/secrets"
