@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,11 +234,16 @@ async def test_malformed_and_binary_frames_are_kept_and_counted(tmp_path: Path) 
 
 
 async def test_utc_midnight_rollover_splits_days_without_loss(tmp_path: Path) -> None:
-    midnight_ns = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
-    ticks = iter(range(midnight_ns - 300 * 10**6, midnight_ns + 10**12, 10**6))  # 1 ms each
+    # A clock that reads 150 ms before 2026-01-01T00:00:00Z at the start and then
+    # advances in real time; 600 messages paced over ~0.3 s straddle midnight.
+    midnight_ns = 1_767_225_600 * 10**9
+    start = time.perf_counter_ns()
 
-    async with SimServer(sim_config(messages=600, ending=Ending.CLOSE)) as sim:
-        run = await record(make_tree(tmp_path, sim.url), clock_ns=lambda: next(ticks))
+    def clock() -> int:
+        return midnight_ns - 150 * 10**6 + (time.perf_counter_ns() - start)
+
+    async with SimServer(sim_config(messages=600, rate=2000, ending=Ending.CLOSE)) as sim:
+        run = await record(make_tree(tmp_path, sim.url), clock_ns=clock)
     before = (run.data_dir / "2025-12-31/kalshi-sim.jsonl").read_text().splitlines()
     after = (run.data_dir / "2026-01-01/kalshi-sim.jsonl").read_text().splitlines()
     assert before

@@ -13,8 +13,8 @@ import pytest
 from ssmd_collector.writer import JsonlWriter, WriteFailed
 
 
-def lines(*texts: str) -> list[str]:
-    return [t + "\n" for t in texts]
+def lines(*texts: str) -> list[bytes]:
+    return [(t + "\n").encode() for t in texts]
 
 
 def test_writes_day_partitioned_files(tmp_path: Path) -> None:

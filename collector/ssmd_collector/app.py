@@ -144,6 +144,7 @@ async def run(
         batch_size=settings.subscribe_batch_size,
         silence_timeout=settings.silence_timeout,
         max_frame_bytes=settings.max_frame_bytes,
+        clock_ns=clock_ns,
     )
     runner = Runner(
         connector,

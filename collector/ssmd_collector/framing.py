@@ -15,11 +15,11 @@ import time
 
 
 class Timestamper:
-    """Turns receive times (ns since the epoch) into ``(day, ts)`` strings in UTC.
+    """Turns receive times (ns since the epoch) into ``(day, ts)`` in UTC.
 
-    ``day`` is ``YYYY-MM-DD`` (the partition); ``ts`` is
+    ``day`` is ``YYYY-MM-DD`` (the partition); ``ts`` is the bytes
     ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The date-time prefix is cached per second,
-    so the common case costs one integer division and one format.
+    so the common case costs one division and one format.
     """
 
     __slots__ = ("_day", "_prefix", "_second")
@@ -27,45 +27,49 @@ class Timestamper:
     def __init__(self) -> None:
         self._second = -1
         self._day = ""
-        self._prefix = ""
+        self._prefix = b""
 
-    def __call__(self, ns: int) -> tuple[str, str]:
+    def __call__(self, ns: int) -> tuple[str, bytes]:
         micros = ns // 1000
         second, frac = divmod(micros, 1_000_000)
         if second != self._second:
             t = time.gmtime(second)
             self._day = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-            self._prefix = f"{self._day}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+            self._prefix = f"{self._day}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.".encode()
             self._second = second
-        return self._day, f"{self._prefix}{frac:06d}Z"
+        return self._day, self._prefix + b"%06dZ" % frac
 
 
 class LineFramer:
-    """Builds archive lines for one feed; the feed's JSON is encoded once."""
+    """Builds archive lines for one feed; the constant parts are encoded once."""
 
-    __slots__ = ("_feed_json", "_head", "_mid")
+    __slots__ = ("_feed", "_head", "_mid")
 
     def __init__(self, feed: str) -> None:
-        self._feed_json = json.dumps(feed)
-        self._head = '{"ts":"'
-        self._mid = f'","feed":{self._feed_json},"data":'
+        self._feed = feed
+        self._head = b'{"ts":"'
+        self._mid = f'","feed":{json.dumps(feed)},"data":'.encode()
 
-    def line(self, ts: str, raw: str) -> str:
+    def line(self, ts: bytes, raw: bytes) -> bytes:
         """Frame ``raw``, which the caller has already checked is valid JSON."""
-        if "\n" in raw or "\r" in raw:
-            raw = raw.replace("\r", " ").replace("\n", " ")
-        return self._head + ts + self._mid + raw + "}\n"
+        # Membership of an int is a memchr; `b"\n" in raw` costs ~8x more per message.
+        if 10 in raw or 13 in raw:
+            raw = raw.replace(b"\r", b" ").replace(b"\n", b" ")
+        return self._head + ts + self._mid + raw + b"}\n"
 
-    def rejected(self, ts: str, reason: str, raw: str | bytes, error: str = "") -> str:
-        """A quarantine line keeping a frame that is not JSON, recoverable exactly.
+    def rejected(self, ts: bytes, reason: str, raw: bytes, text: bool, error: str = "") -> bytes:
+        """A quarantine line keeping a message that is not JSON, recoverable exactly.
 
-        Text goes in ``raw`` as a JSON string; binary frames in ``raw_base64``.
+        A text message that is valid UTF-8 goes in ``raw`` as a JSON string;
+        anything else (binary messages, broken UTF-8) in ``raw_base64``.
         """
-        record: dict[str, str] = {"ts": ts, "feed": json.loads(self._feed_json), "reason": reason}
+        record: dict[str, str] = {"ts": ts.decode(), "feed": self._feed, "reason": reason}
         if error:
             record["error"] = error
-        if isinstance(raw, str):
-            record["raw"] = raw
-        else:
+        try:
+            if not text:
+                raise UnicodeDecodeError("utf-8", raw, 0, 0, "binary message")
+            record["raw"] = raw.decode()
+        except UnicodeDecodeError:
             record["raw_base64"] = base64.b64encode(raw).decode("ascii")
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()

@@ -11,13 +11,22 @@ from typing import Protocol
 
 
 class Connector(Protocol):
-    """A live connection to one exchange feed, yielding raw frames as received."""
+    """A live connection to one exchange feed, yielding raw messages as received.
+
+    Messages come in batches (everything that arrived since the last ask) so the
+    data path pays one await per batch, not per message.
+    """
 
     async def connect(self) -> None:
         """Open the connection and subscribe; raise on rejection."""
 
-    def messages(self) -> AsyncIterator[str | bytes]:
-        """Raw frames in arrival order; ends (or raises) when the connection is lost."""
+    def batches(self) -> AsyncIterator[list[tuple[int, bool, bytes]]]:
+        """Lists of (receive ns, is text, payload) in arrival order; ends when the
+        connection is lost."""
+        ...
+
+    def check(self, payload: bytes) -> str | None:
+        """Validate a text message (and do protocol bookkeeping); the problem or None."""
         ...
 
     async def close(self) -> None: ...
@@ -26,7 +35,7 @@ class Connector(Protocol):
 class Writer(Protocol):
     """Durable storage for framed lines, partitioned by UTC day."""
 
-    def write(self, day: str, lines: Sequence[str]) -> int:
+    def write(self, day: str, lines: Sequence[bytes]) -> int:
         """Append whole lines for ``day`` (YYYY-MM-DD); return bytes written."""
         ...
 

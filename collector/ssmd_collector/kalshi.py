@@ -1,41 +1,42 @@
 """Kalshi WebSocket connector: signed handshake, subscriptions, liveness, sequence tracking.
 
-It yields raw frames exactly as received and interprets only what the protocol
-needs: subscribe answers (every one is checked; an error stops the process),
-``seq`` per ``sid`` (gaps are counted), and late ``error`` messages. The runner
-parses each frame once and hands it back through ``inspect`` so nothing is
-parsed twice on the hot path.
+It hands over raw messages exactly as received, in batches (see ``inbox.py``),
+and interprets only what the protocol needs: subscribe answers (every one is
+checked; an error stops the process), ``seq`` per ``sid`` (gaps are counted),
+and late ``error`` messages. ``check`` validates a message as JSON and does that
+bookkeeping in one decode of just the envelope fields.
 
-Liveness: Kalshi pings every 10 s. A connection with neither data nor pings
-for ``silence_timeout`` seconds is treated as dead and aborted, so the process
-exits and Kubernetes restarts it (fail fast, never hang).
+Liveness: Kalshi pings every 10 s. A connection with no bytes at all (data,
+heartbeat or close) for ``silence_timeout`` seconds is treated as dead and
+aborted, so the process exits and Kubernetes restarts it (fail fast, never
+hang). We send no keepalive pings of our own: a server that answers pings but
+sends nothing is not alive for a recorder, and its pongs would hide that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
+import msgspec
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.frames import Frame, Opcode
 
+from .inbox import InboxConnection, Message
 from .metadata import Subscription
 from .metrics import ErrorType, Stats
 from .signing import auth_headers, load_private_key
 
 log = logging.getLogger(__name__)
-
-_ALIVE_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING})
 
 # websockets logs every request header at DEBUG, KALSHI-ACCESS-* included. Its
 # logger is pinned at INFO so that --log-level debug can never print credentials.
@@ -64,16 +65,17 @@ class Credentials:
         return "Credentials(api_key=<redacted>, private_key_pem=<redacted>)"
 
 
-class _WatchedConnection(ClientConnection):
-    """Records when the server last sent data or a ping (pongs do not count:
-    a server that only answers our pings but sends nothing is not alive for us)."""
+class Envelope(msgspec.Struct):
+    """The fields of a Kalshi message the collector reads; all others are skipped
+    (still syntax-checked) without building objects for them."""
 
-    last_alive: float = 0.0
+    type: str = ""
+    sid: int | None = None
+    seq: int | None = None
 
-    def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode in _ALIVE_OPCODES:
-            self.last_alive = self.loop.time()
-        super().process_event(event)
+
+_decode_envelope = msgspec.json.Decoder(Envelope).decode
+_decode_any = msgspec.json.Decoder().decode
 
 
 class KalshiConnector:
@@ -91,6 +93,7 @@ class KalshiConnector:
         subscribe_timeout: float = 10.0,
         silence_timeout: float = 30.0,
         max_frame_bytes: int = 8 << 20,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.endpoint = endpoint
         self.subscriptions = subscriptions
@@ -103,11 +106,12 @@ class KalshiConnector:
         self.subscribe_timeout = subscribe_timeout
         self.silence_timeout = silence_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.clock_ns = clock_ns
         self.disconnect_reason = ""
-        self._ws: _WatchedConnection | None = None
-        self._early: deque[str | bytes] = deque()
+        self._ws: InboxConnection | None = None
+        self._early: deque[Message] = deque()
         self._ids = count(1)
-        self._last_seq: dict[int, int] = {}
+        self._last_seq: dict[int | None, int] = {}
         self._channel_of: dict[int, str] = {}
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -122,7 +126,11 @@ class KalshiConnector:
             ws = await websockets.connect(
                 self.endpoint,
                 additional_headers=headers,
-                create_connection=_WatchedConnection,
+                # websockets calls this with the protocol and keyword options.
+                create_connection=functools.partial(  # type: ignore[arg-type]
+                    InboxConnection, clock_ns=self.clock_ns
+                ),
+                ping_interval=None,  # liveness is the exchange's heartbeat (see above)
                 ssl=self.ssl_context if self.endpoint.startswith("wss:") else None,
                 open_timeout=self.open_timeout,
                 max_size=self.max_frame_bytes,
@@ -144,8 +152,7 @@ class KalshiConnector:
             ) from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise Disconnected(f"cannot connect to {self.endpoint}: {exc}") from None
-        assert isinstance(ws, _WatchedConnection)
-        ws.last_alive = ws.loop.time()
+        assert isinstance(ws, InboxConnection)
         self._ws = ws
         self.stats.connected = True
         log.info(
@@ -170,32 +177,38 @@ class KalshiConnector:
                 commands.append({"id": next(self._ids), "cmd": "subscribe", "params": params})
         return commands
 
-    async def _subscribe(self, ws: ClientConnection) -> None:
+    async def _subscribe(self, ws: InboxConnection) -> None:
         pending: dict[int, set[str]] = {}
         for i, command in enumerate(self._commands()):
             if i and self.batch_pause:
                 await asyncio.sleep(self.batch_pause)
             pending[command["id"]] = set(command["params"]["channels"])
-            await ws.send(orjson.dumps(command).decode())
+            await ws.send(msgspec.json.encode(command).decode())
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 while pending:
-                    raw = await ws.recv()
-                    self._early.append(raw)
-                    self._answer(raw, pending)
+                    batch = await ws.inbox.take()
+                    if not batch:
+                        raise Disconnected(
+                            f"connection closed while subscribing: {self._close_reason(ws)}"
+                        )
+                    self._early.extend(batch)
+                    for _, text, payload in batch:
+                        if text:
+                            self._answer(payload, pending)
+                        if not pending:
+                            break
         except TimeoutError:
             waiting = sorted({c for chans in pending.values() for c in chans})
             raise SubscribeRejected(
                 f"no answer within {self.subscribe_timeout:g}s to subscribe for "
                 f"{', '.join(waiting)}"
             ) from None
-        except ConnectionClosed as exc:
-            raise Disconnected(f"connection closed while subscribing: {_closed(exc)}") from None
 
-    def _answer(self, raw: str | bytes, pending: dict[int, set[str]]) -> None:
+    def _answer(self, raw: bytes, pending: dict[int, set[str]]) -> None:
         try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            msg = _decode_any(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return
         if not isinstance(msg, dict) or msg.get("id") not in pending:
             return
@@ -221,47 +234,62 @@ class KalshiConnector:
 
     # -- streaming ---------------------------------------------------------------
 
-    async def messages(self) -> AsyncIterator[str | bytes]:
-        """Raw frames in arrival order, starting with those read while subscribing."""
-        while self._early:
-            yield self._early.popleft()
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        """Messages in arrival order, as batches; those read while subscribing first."""
+        if self._early:
+            early, self._early = list(self._early), deque()
+            yield early
         ws = self._ws
         if ws is None:  # never connected: nothing more to read
             return
-        recv = ws.recv
+        take = ws.inbox.take
         try:
-            while True:
-                yield await recv()
-        except ConnectionClosed as exc:
+            while batch := await take():
+                yield batch
             if not self.disconnect_reason:
-                self.disconnect_reason = _closed(exc)
+                self.disconnect_reason = self._close_reason(ws)
         finally:
             self.stats.connected = self.stats.subscribed = False
 
-    def inspect(self, msg: Any) -> None:
-        """Protocol bookkeeping on each parsed frame: seq per sid, late errors."""
-        if type(msg) is not dict:
-            return
-        seq = msg.get("seq")
+    def check(self, payload: bytes) -> str | None:
+        """Validate one text message as JSON and track its ``seq``; the problem, or None."""
+        try:
+            env = _decode_envelope(payload)
+            if not payload.isascii():
+                payload.decode()  # the envelope decode skips strings without UTF-8 checks
+        except msgspec.ValidationError:
+            # Valid JSON of another shape (an array, a string sid...): data all the same.
+            try:
+                _decode_any(payload)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                return str(exc)
+            return None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return str(exc)
+        seq = env.seq
         if seq is not None:
-            sid = msg.get("sid")
-            last = self._last_seq.get(sid)  # type: ignore[arg-type]
-            if last is not None and seq != last + 1 and type(seq) is int:
-                channel = self._channel_of.get(sid, "unknown")  # type: ignore[arg-type]
+            sid = env.sid
+            last = self._last_seq.get(sid)
+            if last is not None and seq != last + 1:
+                channel = self._channel_of.get(sid, "unknown") if sid is not None else "unknown"
                 self.stats.gaps[channel] += 1
                 self.stats.errors[ErrorType.SEQUENCE_GAP] += 1
                 log.warning("sequence gap on %s sid %s: %s -> %s", channel, sid, last, seq)
-            self._last_seq[sid] = seq  # type: ignore[index]
-        elif msg.get("type") == "error":
+            self._last_seq[sid] = seq
+        elif env.type == "error":
             self.stats.errors[ErrorType.EXCHANGE_ERROR] += 1
-            body = msg.get("msg")
-            log.error("exchange error: %s", body)
+            log.error("exchange error: %s", payload[:500].decode(errors="replace"))
+        return None
 
-    async def _watch(self, ws: _WatchedConnection) -> None:
+    def _close_reason(self, ws: InboxConnection) -> str:
+        exc = ws.protocol.close_exc
+        return _closed(exc)
+
+    async def _watch(self, ws: InboxConnection) -> None:
         period = min(1.0, self.silence_timeout / 4)
         while True:
             await asyncio.sleep(period)
-            silent = ws.loop.time() - ws.last_alive
+            silent = time.monotonic() - ws.last_read
             if silent > self.silence_timeout:
                 self.disconnect_reason = (
                     f"no data or heartbeat from the exchange for {silent:.1f}s "

@@ -57,8 +57,8 @@ class JsonlWriter:
     def path_for(self, day: str) -> Path:
         return self.root / day / f"{self.feed}{self.suffix}"
 
-    def write(self, day: str, lines: Sequence[str]) -> int:
-        data = "".join(lines).encode("utf-8")
+    def write(self, day: str, lines: Sequence[bytes]) -> int:
+        data = b"".join(lines)
         f = self._file(day)
         start = f.size
         view = memoryview(data)
