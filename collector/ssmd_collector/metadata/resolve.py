@@ -11,11 +11,14 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 from .errors import MetadataInvalid, Problem
 from .fields import NAME_EXPECTED, NAME_RE
-from .model import Catalog, Feed, Resolved, Schema
+from .model import Catalog, Resolved, Schema
 from .parse import parse_tree
+
+T = TypeVar("T")
 
 
 def resolve_environment(files: Mapping[str, bytes], env: str, day: dt.date) -> Resolved:
@@ -64,8 +67,10 @@ def _resolve(
         ]
 
     problems: list[Problem] = []
-    feed = _feed(catalog, parse_problems, env.feed, env.file, problems)
-    schema = _schema(catalog, parse_problems, env.schema_name, env.file, problems)
+    feed = _referenced(catalog.feeds, "feed", "feed", env.feed, env.file, parse_problems, problems)
+    schema = _referenced(
+        catalog.schemas, "schema", "schema", env.schema_name, env.file, parse_problems, problems
+    )
     feed_version = schema_version = None
     if feed is not None:
         feed_version = feed.version_on(day)
@@ -125,54 +130,33 @@ def _own(parse_problems: list[Problem], path: str) -> list[Problem]:
     return [p for p in parse_problems if p.file in (path, twin)]
 
 
-def _feed(
-    catalog: Catalog,
-    parse_problems: list[Problem],
+def _referenced(
+    found: dict[str, T],
+    kind: str,
+    field: str,
     name: str,
     env_file: str,
+    parse_problems: list[Problem],
     problems: list[Problem],
-) -> Feed | None:
-    feed = catalog.feeds.get(name)
-    if feed is None:
-        path = f"feeds/{name}.yaml"
-        own = _own(parse_problems, path)
+) -> T | None:
+    """Look up the feed or schema an environment names; if it is missing, report the
+    referenced file's own problems (it exists but is broken) or that it does not exist."""
+    item = found.get(name)
+    if item is None:
+        path = f"{kind}s/{name}.yaml"
+        known = ", ".join(sorted(found)) or "none"
         problems.extend(
-            own
+            _own(parse_problems, path)
             or [
                 Problem(
                     env_file,
-                    "feed",
-                    f"an existing feed ({path})",
-                    f"'{name}' (known feeds: {', '.join(sorted(catalog.feeds)) or 'none'})",
+                    field,
+                    f"an existing {kind} ({path})",
+                    f"'{name}' (known {kind}s: {known})",
                 )
             ]
         )
-    return feed
-
-
-def _schema(
-    catalog: Catalog,
-    parse_problems: list[Problem],
-    name: str,
-    env_file: str,
-    problems: list[Problem],
-) -> Schema | None:
-    schema = catalog.schemas.get(name)
-    if schema is None:
-        path = f"schemas/{name}.yaml"
-        own = _own(parse_problems, path)
-        problems.extend(
-            own
-            or [
-                Problem(
-                    env_file,
-                    "schema",
-                    f"an existing schema ({path})",
-                    f"'{name}' (known schemas: {', '.join(sorted(catalog.schemas)) or 'none'})",
-                )
-            ]
-        )
-    return schema
+    return item
 
 
 def _check_hash(catalog: Catalog, schema: Schema, index: int, problems: list[Problem]) -> None:
