@@ -7,7 +7,9 @@ Guarantees, and how:
 - A crash mid-write (``kill -9``) can still leave a torn last line. When a day
   file is opened, a tail without a final newline is moved to the quarantine
   file ``<feed>.torn`` (so nothing is lost) and cut from the data file, so the
-  next line never glues onto it.
+  next line never glues onto it. The first open also checks the feed's other
+  day files: a crash just before UTC midnight, restarted after it, leaves its
+  torn line in a file nothing would open again.
 - Durability: the OS gets every batch at once (page cache); ``fsync`` on
   day rotation and on close, so a clean stop is on disk.
 - One writer per file: an exclusive ``flock`` on the day file makes a second
@@ -53,6 +55,7 @@ class JsonlWriter:
         self._current: _Open | None = None
         self.repaired: list[Path] = []
         """Quarantine files that received a torn tail (for logs and tests)."""
+        self._swept = False
 
     def path_for(self, day: str) -> Path:
         return self.root / day / f"{self.feed}{self.suffix}"
@@ -113,7 +116,43 @@ class JsonlWriter:
         except OSError as exc:
             os.close(fd)
             raise WriteFailed(f"cannot repair the torn tail of {path}: {exc.strerror}") from exc
+        if not self._swept:
+            self._swept = True
+            self._repair_other_days(day)
         return f
+
+    def _repair_other_days(self, day: str) -> None:
+        """Quarantine torn tails in this feed's files of days other than ``day``.
+
+        Best effort, once per writer: a file that cannot be checked or repaired is
+        logged and left (nothing appends to it, so nothing can glue onto it), and a
+        file another writer holds locked is its business.
+        """
+        name = f"{self.feed}{self.suffix}"
+        try:
+            paths = sorted(p for p in self.root.glob(f"*/{name}") if p.parent.name != day)
+        except OSError:
+            return
+        for path in paths:
+            try:
+                with path.open("rb") as fh:
+                    if fh.seek(0, os.SEEK_END) == 0:
+                        continue
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) == b"\n":
+                        continue
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as exc:
+                log.warning("cannot check %s for a torn last line: %s", path, exc.strerror or exc)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._repair_tail(_Open(path.parent.name, path, fd, os.fstat(fd).st_size))
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    log.warning("cannot repair the torn tail of %s: %s", path, exc.strerror or exc)
+            finally:
+                os.close(fd)
 
     def _repair_tail(self, f: _Open) -> None:
         """Move bytes after the last newline (a line torn by a crash) to ``.torn``."""
