@@ -85,18 +85,26 @@ async def spawn(
     env: dict[str, str] | None = None,
     fsize: int | None = None,
     drop_dac: bool = False,
-    program: Path = CONNECTOR,
+    program: Sequence[str] = (str(CONNECTOR),),
 ) -> Collector:
     """Start ``ssmd-connector --env test --config-dir <tree> --port 0 --log-format json``.
 
     ``logs`` is a fresh path prefix for the child's stdout/stderr files (kept out of
     pipes so a chatty child can never block on a full pipe). ``env`` is added to a
-    copy of this process's environment without any ``KALSHI_*`` or ``SSMD_*`` variable.
+    copy of this process's environment without any ``KALSHI_*`` or ``SSMD_*`` variable,
+    in front of it.
+    ``args`` come after the defaults, so they override them (the last option wins).
+    ``program`` replaces the console script (e.g. ``python -c`` with a fault injected).
     """
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "SSMD_"))}
-    environ = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
+    extra = {"PYTHONUNBUFFERED": "1", **(env or {})}
+    # The test's variables first: a dump of the environment cut after a few entries
+    # (rich tracebacks show ten) must still show them, so that a leak is caught.
+    environ = dict(extra)
+    for k, v in os.environ.items():
+        if not k.startswith(("KALSHI_", "SSMD_")) and k not in extra:
+            environ[k] = v
     argv = [
-        str(program),
+        *program,
         "--env",
         "test",
         "--config-dir",
