@@ -213,11 +213,6 @@ async def test_slow_writer_keeps_memory_bounded_and_loses_nothing(
     assert max(batches) <= bound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="silence watchdog counts our own back-pressure pause as exchange silence "
-    "(kalshi.py _watch / inbox last_read) - see report",
-)
 async def test_a_storage_stall_longer_than_the_silence_timeout_is_not_exchange_silence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -324,11 +319,6 @@ class BrokenWriter(JsonlWriter):
         return super().write(day, lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner: an exception other than WriteFailed kills the flusher silently and "
-    "the receive loop then waits for room forever (runner.py _flush) - see report",
-)
 async def test_an_unexpected_writer_error_ends_the_run_instead_of_hanging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -361,11 +351,6 @@ async def test_an_unexpected_writer_error_ends_the_run_instead_of_hanging(
     assert run.code != ExitCode.CLEAN_STOP
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--subscribe-batch-size 0 is not validated: ValueError traceback (exit 1) "
-    "instead of a configuration error (exit 11) - see report",
-)
 async def test_a_zero_subscribe_batch_size_is_a_configuration_error(tmp_path: Path) -> None:
     """Bad flags are refused up front with exit 11 and a message, like bad metadata;
     ``--subscribe-batch-size 0`` currently reaches ``range(..., 0)`` after connecting."""

@@ -59,8 +59,26 @@ class Plan:
     data_dir: Path
 
 
+def _check_numbers(settings: Settings) -> None:
+    limits = [
+        ("--subscribe-batch-size", settings.subscribe_batch_size, 1),
+        ("--silence-timeout", settings.silence_timeout, 0.1),
+        ("--max-frame-bytes", settings.max_frame_bytes, 1024),
+        ("max_buffer_bytes", settings.max_buffer_bytes, 1024),
+        ("--flush-interval", settings.flush_interval, 0),
+    ]
+    bad = [
+        f"{flag} must be at least {low}, found {value}"
+        for flag, value, low in limits
+        if not value >= low
+    ]
+    if bad:
+        raise ConfigError("; ".join(bad))
+
+
 def plan(settings: Settings, environ: Mapping[str, str], today: dt.date) -> Plan:
     """Validate everything offline; raise ``ConfigError`` naming what is wrong."""
+    _check_numbers(settings)
     try:
         files = read_directory(settings.config_dir)
         resolved = resolve_environment(files, settings.env, today)

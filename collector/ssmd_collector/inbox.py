@@ -43,7 +43,8 @@ class Inbox:
         """Set by the connection on each TCP read; stamps the messages parsed from it."""
         self._items: list[Message] = []
         self._size = 0
-        self._paused = False
+        self.paused = False
+        """True while reading is paused because the consumer is behind."""
         self._fragments: list[bytes] = []
         self._fragment_text = False
         self._waiter: asyncio.Future[None] | None = None
@@ -70,8 +71,8 @@ class Inbox:
             text = opcode is _TEXT
         self._items.append((self.read_ns, text, data))
         self._size += len(data)
-        if self._size > self.high and not self._paused:
-            self._paused = True
+        if self._size > self.high and not self.paused:
+            self.paused = True
             self.pause()
         self._wake()
 
@@ -89,9 +90,13 @@ class Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.take_nowait()
+
+    def take_nowait(self) -> list[Message]:
+        """Every message received so far, possibly none; resumes reading if paused."""
         items, self._items, self._size = self._items, [], 0
-        if self._paused:
-            self._paused = False
+        if self.paused:
+            self.paused = False
             self.resume()
         return items
 
@@ -105,7 +110,9 @@ class InboxConnection(ClientConnection):
 
     ``last_read`` (monotonic seconds) moves on every TCP read: with our own
     keepalive pings off, bytes from the exchange are data, its heartbeat pings or
-    a close, so it is a liveness signal.
+    a close, so it is a liveness signal, except while the inbox has paused
+    reading (``inbox.paused``): then unread bytes wait in the socket and prove
+    nothing either way, and the clock restarts on resume.
     """
 
     inbox: Inbox
@@ -127,7 +134,7 @@ class InboxConnection(ClientConnection):
         super().connection_made(transport)
         self.inbox = Inbox(
             transport.pause_reading,  # type: ignore[attr-defined]
-            transport.resume_reading,  # type: ignore[attr-defined]
+            self._resume_reading,
             self.inbox_bytes,
         )
         self.recv_messages = self.inbox  # type: ignore[assignment]
@@ -143,6 +150,11 @@ class InboxConnection(ClientConnection):
                 self.inbox.put(event)
                 return
         super().process_event(event)
+
+    def _resume_reading(self) -> None:
+        # Silence is measured while we read: a pause of our own is not the exchange's.
+        self.last_read = time.monotonic()
+        self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()

@@ -25,6 +25,10 @@ class Connector(Protocol):
         connection is lost."""
         ...
 
+    def pending(self) -> list[tuple[int, bool, bytes]]:
+        """Messages read but not yet handed over, without waiting (drained on a stop)."""
+        ...
+
     def check(self, payload: bytes) -> str | None:
         """Validate a text message (and do protocol bookkeeping); the problem or None."""
         ...

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import msgspec
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 
 from .inbox import InboxConnection, Message
 from .metadata import Subscription
@@ -251,6 +252,13 @@ class KalshiConnector:
         finally:
             self.stats.connected = self.stats.subscribed = False
 
+    def pending(self) -> list[Message]:
+        """Messages already read but not yet handed over, without waiting (for a stop)."""
+        early, self._early = list(self._early), deque()
+        if self._ws is not None:
+            early.extend(self._ws.inbox.take_nowait())
+        return early
+
     def check(self, payload: bytes) -> str | None:
         """Validate one text message as JSON and track its ``seq``; the problem, or None."""
         try:
@@ -283,12 +291,16 @@ class KalshiConnector:
 
     def _close_reason(self, ws: InboxConnection) -> str:
         exc = ws.protocol.close_exc
+        if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+            self.stats.errors[ErrorType.FRAME_TOO_LARGE] += 1
         return _closed(exc)
 
     async def _watch(self, ws: InboxConnection) -> None:
         period = min(1.0, self.silence_timeout / 4)
         while True:
             await asyncio.sleep(period)
+            if ws.inbox.paused:  # we stopped reading (storage is behind), not the exchange
+                continue
             silent = time.monotonic() - ws.last_read
             if silent > self.silence_timeout:
                 self.disconnect_reason = (

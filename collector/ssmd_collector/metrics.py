@@ -45,6 +45,7 @@ class ErrorType:
 
     INVALID_JSON = "invalid_json"
     BINARY_FRAME = "binary_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
     EXCHANGE_ERROR = "exchange_error"
     SEQUENCE_GAP = "sequence_gap"
     DISCONNECT = "disconnect"

@@ -37,6 +37,7 @@ class FrameSource(Protocol):
     """What the runner needs of a ``Connector`` (``interfaces.Connector``)."""
 
     def batches(self) -> AsyncIterator[list[tuple[int, bool, bytes]]]: ...
+    def pending(self) -> list[tuple[int, bool, bytes]]: ...
     def check(self, payload: bytes) -> str | None: ...
 
 
@@ -70,6 +71,7 @@ class Runner:
         self.max_buffer_bytes = max_buffer_bytes
         self.framer = LineFramer(stats.feed)
         self._stamp = Timestamper()
+        self._last_stamp: tuple[int, str, bytes] = (-1, "", b"")
         self._segments: list[_Segment] = []
         self._buffered_lines = 0
         self._buffered_bytes = 0
@@ -101,6 +103,8 @@ class Runner:
             await self._receive()
         except asyncio.CancelledError:
             if self._failure is None:
+                # A stop: what was already read off the socket is archived too.
+                self._add(self.connector.pending())
                 raise
         finally:
             self._closing = True
@@ -113,47 +117,53 @@ class Runner:
             raise self._failure
 
     async def _receive(self) -> None:
+        async for batch in self.connector.batches():
+            self._add(batch)
+            if self._buffered_bytes + self._flight_bytes >= self.max_buffer_bytes:
+                await self._wait_for_room()
+
+    def _add(self, batch: list[tuple[int, bool, bytes]]) -> None:
+        """Stamp, validate and frame a batch into the buffer (no await: the flusher
+        cannot swap the buffer out from under it)."""
         stamp = self._stamp
         frame = self.framer.line
         check = self.connector.check
         stats = self.stats
         data = self.data
-        last_ns, day, ts = -1, "", b""
-        async for batch in self.connector.batches():
-            # Read the buffer afresh: the flusher swaps it out at any await.
-            segments = self._segments
-            seg = segments[-1] if segments and segments[-1].writer is data else None
-            count = stats.messages
-            added_lines = added_bytes = 0
-            was_empty = not self._buffered_lines
-            for ns, text, payload in batch:
-                count += 1
-                if ns != last_ns:  # messages from one TCP read share a stamp
-                    last_ns = ns
-                    day, ts = stamp(ns)
-                problem = check(payload) if text else "binary message"
-                if problem is not None:
-                    stats.messages = count
-                    self._reject(day, ts, payload, text, problem)
-                    seg = None
-                    continue
-                if seg is None or seg.day != day:
-                    seg = _Segment(data, day, [])
-                    segments.append(seg)
-                line = frame(ts, payload)
-                seg.lines.append(line)
-                added_lines += 1
-                added_bytes += len(line)
-                if not count % LATENCY_SAMPLE_EVERY:
-                    seg.received.append(ns)
-            stats.messages = count
+        last_ns, day, ts = self._last_stamp
+        segments = self._segments
+        seg = segments[-1] if segments and segments[-1].writer is data else None
+        count = stats.messages
+        added_lines = added_bytes = 0
+        was_empty = not self._buffered_lines
+        for ns, text, payload in batch:
+            count += 1
+            if ns != last_ns:  # messages from one TCP read share a stamp
+                last_ns = ns
+                day, ts = stamp(ns)
+            problem = check(payload) if text else "binary message"
+            if problem is not None:
+                stats.messages = count
+                self._reject(day, ts, payload, text, problem)
+                seg = None
+                continue
+            if seg is None or seg.day != day:
+                seg = _Segment(data, day, [])
+                segments.append(seg)
+            line = frame(ts, payload)
+            seg.lines.append(line)
+            added_lines += 1
+            added_bytes += len(line)
+            if not count % LATENCY_SAMPLE_EVERY:
+                seg.received.append(ns)
+        self._last_stamp = (last_ns, day, ts)
+        stats.messages = count
+        if batch:
             stats.last_message_ns = last_ns
-            self._buffered_lines += added_lines
-            self._buffered_bytes += added_bytes
-            if was_empty and self._buffered_lines:
-                self._wake.set()
-            if self._buffered_bytes + self._flight_bytes >= self.max_buffer_bytes:
-                await self._wait_for_room()
+        self._buffered_lines += added_lines
+        self._buffered_bytes += added_bytes
+        if was_empty and self._buffered_lines:
+            self._wake.set()
 
     def _reject(self, day: str, ts: bytes, raw: bytes, text: bool, error: str) -> None:
         """Keep a message that is not JSON in ``<feed>.rejected.jsonl`` and count it."""
@@ -199,7 +209,15 @@ class Runner:
         self._flight_lines, self._flight_bytes = self._buffered_lines, self._buffered_bytes
         self._buffered_lines = self._buffered_bytes = 0
         try:
-            await asyncio.to_thread(self._write, batch)
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except WriteFailed:
+                raise
+            except Exception as exc:
+                # Anything else from a writer (a bug, MemoryError) must end the run
+                # too: a dead flusher would leave the receiver waiting for room forever.
+                log.exception("writer failed unexpectedly")
+                raise WriteFailed(f"writer error: {exc!r}") from exc
         except WriteFailed as exc:
             self.stats.errors[ErrorType.WRITE_FAILED] += 1
             self._failure = exc
