@@ -58,6 +58,9 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     """Every environment is reconciled this often even without events (date rollover)."""
     retry_seconds: float = 10.0
+    """First retry of a failed pass; each further failure in a row doubles it..."""
+    retry_max_seconds: float = 300.0
+    """...up to this."""
     clock: Callable[[], dt.datetime] = utc_now
     api: KubeApi = field(default_factory=KubeApi)
 
@@ -76,7 +79,12 @@ def operator_settings() -> kopf.OperatorSettings:
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     api = config.api
-    reconciler = Reconciler(api, clock=config.clock, retry_seconds=config.retry_seconds)
+    reconciler = Reconciler(
+        api,
+        clock=config.clock,
+        retry_seconds=config.retry_seconds,
+        retry_max_seconds=config.retry_max_seconds,
+    )
     background: list[asyncio.Task[None]] = []
 
     # Indexes, watch handlers and the resync all funnel into reconcile_all below.
@@ -120,6 +128,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await reconciler.stop()
         await api.close()
 
     @kopf.on.probe(registry=registry, id="environments")

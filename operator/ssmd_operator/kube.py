@@ -55,23 +55,33 @@ def resource_path(
 
 
 class KubeApi:
-    """One aiohttp session per set of credentials; created lazily inside the event loop."""
+    """One aiohttp session per set of credentials; created lazily inside the event loop.
 
-    def __init__(self) -> None:
+    Every request is bounded by ``timeout`` seconds (connect, send, answer): a hung
+    API server fails the reconcile pass, which is then retried with backoff,
+    instead of holding the environment's pass forever.
+    """
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
         self._info: Any = None
         self._relogin: Relogin | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     def use(self, info: kopf.ConnectionInfo, relogin: Relogin | None = None) -> None:
         """Adopt new credentials (from the login handler); the next request uses them."""
         self._info = info
         self._relogin = relogin
+        self._closed = False
         old, self._session = self._session, None
         if old is not None:
             asyncio.get_running_loop().create_task(old.close())
 
     async def close(self) -> None:
+        """Close for good (operator shutdown): a request still under way cannot reopen it."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -119,12 +129,14 @@ class KubeApi:
         async with self._lock:
             if self._info is None:
                 raise RuntimeError("no credentials yet: the kopf login handler has not run")
+            if self._closed:
+                raise RuntimeError("the API client is closed: the operator is stopping")
             if self._session is None:
                 info = self._info
                 self._session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
                     headers={**info.as_http_headers(), "User-Agent": "ssmd-operator"},
-                    timeout=aiohttp.ClientTimeout(total=30),
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
                 )
             return self._session, str(self._info.server)
 

@@ -12,13 +12,20 @@ what differs. Rules that keep a collector safe:
 - Objects with the child names that another owner holds are never adopted.
 - Passes for one environment never overlap; requests during a pass coalesce into
   one more pass.
+- A failed pass (API errors, timeouts) is retried with exponential backoff
+  (``retry_seconds`` doubling up to ``retry_max_seconds``, +-20 % jitter so many
+  environments failing together do not retry in step); a good pass resets it.
+- A create answered 409 AlreadyExists (the object appeared since it was read)
+  reads the object again and continues from it, unless another owner holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +78,8 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: bool = False
     retry: asyncio.Task[None] | None = None
+    failures: int = 0
+    """Passes failed in a row; sets the backoff of the next retry."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +99,14 @@ class Reconciler:
         *,
         clock: Callable[[], dt.datetime] = utc_now,
         retry_seconds: float = 10.0,
+        retry_max_seconds: float = 300.0,
     ) -> None:
         self.api = api
         self.clock = clock
         self.retry_seconds = retry_seconds
+        self.retry_max_seconds = max(retry_max_seconds, retry_seconds)
         self._slots: dict[tuple[str, str], _Slot] = {}
+        self._stopped = False
 
     async def reconcile(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
         """Run a pass now, or make sure one starts after the pass in progress."""
@@ -107,10 +119,39 @@ class Reconciler:
             try:
                 await self._pass(namespace, name, secret_keys)
             except Exception:
+                if self._stopped:
+                    logger.debug("reconcile of %s/%s stopped with the operator", namespace, name)
+                    return
                 # Errors of one environment stay with it; the retry (and the periodic
                 # resync) run the pass again.
-                logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
-                self._retry_later(slot, namespace, name, secret_keys)
+                slot.failures += 1
+                delay = self.backoff(slot.failures)
+                logger.exception(
+                    "reconcile of %s/%s failed (%d in a row); retrying in %.1f s",
+                    namespace,
+                    name,
+                    slot.failures,
+                    delay,
+                )
+                self._retry_later(slot, namespace, name, secret_keys, delay)
+            else:
+                slot.failures = 0
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before retrying after ``failures`` failed passes in a row."""
+        exponent = min(max(failures - 1, 0), 32)  # 2**32 * anything is past any cap
+        delay = min(self.retry_seconds * 2.0**exponent, self.retry_max_seconds)
+        return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+
+    async def stop(self) -> None:
+        """Operator shutdown: cancel scheduled retries; none outlives the API client."""
+        self._stopped = True
+        retries = [s.retry for s in self._slots.values() if s.retry is not None]
+        for task in retries:
+            task.cancel()
+        for task in retries:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def forget(self, namespace: str, name: str) -> None:
         """The resource is gone: drop its slot (children go by ownerReference GC)."""
@@ -118,12 +159,14 @@ class Reconciler:
         if slot is not None and slot.retry is not None:
             slot.retry.cancel()
 
-    def _retry_later(self, slot: _Slot, namespace: str, name: str, keys: SecretKeys) -> None:
-        if slot.retry is not None and not slot.retry.done():
+    def _retry_later(
+        self, slot: _Slot, namespace: str, name: str, keys: SecretKeys, delay: float
+    ) -> None:
+        if self._stopped or (slot.retry is not None and not slot.retry.done()):
             return
 
         async def retry() -> None:
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(delay)
             slot.retry = None
             await self.reconcile(namespace, name, keys)
 
@@ -306,14 +349,29 @@ class Reconciler:
     ) -> tuple[dict[str, Any], str | None]:
         """Create, patch, or (already matching) leave alone; returns the object and the verb."""
         name = desired["metadata"]["name"]
+        path = resource_path(api_version, plural, owner.namespace, name)
         if current is None:
-            path = resource_path(api_version, plural, owner.namespace)
-            created = await self.api.create(path, render.without_nones(desired))
-            logger.info("created %s %s/%s", plural, owner.namespace, name)
-            return created, "Created"
+            try:
+                created = await self.api.create(
+                    resource_path(api_version, plural, owner.namespace),
+                    render.without_nones(desired),
+                )
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Created by someone since this pass read it (a previous operator whose
+                # answer was lost, a user): continue from what is there if it is ours.
+                current = await self.api.get(path)
+                if current is None or not _owned(current, owner):
+                    raise  # gone again, or foreign: the retried pass sorts it out
+                logger.info(
+                    "%s %s/%s already exists; continuing from it", plural, owner.namespace, name
+                )
+            else:
+                logger.info("created %s %s/%s", plural, owner.namespace, name)
+                return created, "Created"
         if matches(desired, current):
             return current, None
-        path = resource_path(api_version, plural, owner.namespace, name)
         patched = await self.api.patch(path, desired)
         logger.info("updated %s %s/%s", plural, owner.namespace, name)
         return patched, "Updated"
