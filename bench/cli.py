@@ -72,7 +72,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--markets", type=int, default=100, help="simulated markets (<= 256)")
     p.add_argument("--operator-envs", type=int, help="SsmdEnvironments for the operator run")
     p.add_argument("--skip-operator", action="store_true")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p.parse_args()
 
 

@@ -92,7 +92,10 @@ def evaluate(r: Results) -> None:
     if coll:
         # Any contender's sustained rate is a rate the sender managed to offer.
         offered = max(x.msgs_per_s for k, x in s.items() if k != "collector")
-        figure = f"{coll.msgs_per_s:,.0f} msg/s, {'no loss' if coll.complete else 'LOSS'}"
+        figure = (
+            f"{coll.msgs_per_s:,.0f} msg/s, {'no loss' if coll.complete else 'LOSS'} "
+            f"(1/CPU: {1e6 / coll.cpu_us_per_msg:,.0f})"
+        )
         if offered < 150_000 and coll.complete:
             verdict = f"N/A (sender offers {offered:,.0f})"
         else:
@@ -195,7 +198,7 @@ def render(r: Results) -> str:
             "ratios: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in r.ratios.items())
         )
     for t in r.targets:
-        out.append(f"  {t.verdict:<4} {t.name:<38} {t.figure:<32} target {t.goal}")
+        out.append(f"  {t.verdict:<4} {t.name:<38} {t.figure:<42} target {t.goal}")
     return "\n".join(out)
 
 

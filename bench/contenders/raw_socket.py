@@ -1,11 +1,11 @@
 """The sender's ceiling: a reader that does no WebSocket work at all, only counts bytes.
 
 It performs the signed upgrade by hand, sends the same subscribe command, then reads
-the socket into one reused buffer until every byte the replay says the stream holds
-(answers and data, with their frame headers) has arrived. Its own CPU per message is
-a small fraction of any real receiver's, so the rate it sees is what the simulator
-can offer on its core, and tells whether a contender was limited by itself or by the
-sender.
+the socket (default buffer sizes, as every contender) into one reused buffer until
+every byte the replay says the stream holds (answers and data, with their frame
+headers) has arrived. Its own CPU per message is a small fraction of any real
+receiver's, so the rate it sees is what the simulator can offer on its core, and
+tells whether a contender was limited by itself or by the sender.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ def receive(args: ContenderArgs, frames: int, wire_bytes: int) -> Report:
     url = urlsplit(args.url)
     window = ReceiveWindow()
     with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80)) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         received = len(_handshake(sock, args))
         command = json.dumps(subscribe_command(args.markets)).encode()
         sock.sendall(_masked_frame(0x1, command))
