@@ -19,14 +19,16 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import kmock as kmock_lib
 import kopf
 
@@ -320,6 +322,224 @@ async def running_operator(cluster: Cluster) -> AsyncIterator[Cluster]:
     runner.start()
     try:
         yield cluster
+    finally:
+        await runner.stop()
+        logging.getLogger().removeHandler(errors)
+
+
+# --- Fault injection (test_operator_faults.py) --------------------------------------
+# A reverse proxy between the operator and kmock. kmock applies a write even when a
+# reaction of its own answers the request, so faults where the API server did *not*
+# apply the request (a 503 from an overloaded server, a 409 from a racing writer)
+# need a hop of their own. Only the ssmd-operator's own client (User-Agent
+# "ssmd-operator", kube.py) is faulted by default; kopf's watches pass through.
+
+OPERATOR_AGENT = "ssmd-operator"
+
+
+@dataclass
+class Fault:
+    """Answer matching requests with ``status`` (not forwarded), or another ``action``.
+
+    ``action``: "status" answers ``status`` without forwarding; "lost" forwards (the
+    server applies it) and then answers ``status`` as if the answer was lost; "hang"
+    answers nothing until the client gives up (or ``hang_seconds`` pass).
+    ``before``: awaited before forwarding (to stage a race), with the action "forward".
+    ``times``: how many matching requests to fault; None: until removed.
+    """
+
+    method: str
+    path: str  # a regular expression searched in the URL path
+    status: int = 503
+    action: str = "status"
+    times: int | None = None
+    agent: str | None = OPERATOR_AGENT
+    hang_seconds: float = 5.0
+    before: Callable[[], Any] | None = None
+    hits: int = 0
+
+    def matches(self, method: str, url_path: str, agent: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.agent is not None and agent != self.agent:
+            return False
+        return method == self.method.upper() and re.search(self.path, url_path) is not None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the proxy saw: when, what, from whom, and how it was answered."""
+
+    at: float
+    method: str
+    path: str
+    query: str
+    agent: str
+    body: str
+    answer: str  # "forwarded", "lost", "hang" or the status code faulted
+
+
+class FaultProxy:
+    """An HTTP reverse proxy to ``upstream`` (kmock) that applies ``faults`` in order."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.faults: list[Fault] = []
+        self.seen: list[Seen] = []
+        self._released = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: aiohttp.web.ServerRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FaultProxy:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        server = aiohttp.web.Server(self._handle)
+        self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._released.set()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def add(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def requests(
+        self, method: str | None = None, path: str = "", agent: str | None = OPERATOR_AGENT
+    ) -> list[Seen]:
+        """Requests seen so far, filtered by method, a path regex and the User-Agent."""
+        return [
+            s
+            for s in self.seen
+            if (method is None or s.method == method.upper())
+            and re.search(path, s.path)
+            and (agent is None or s.agent == agent)
+        ]
+
+    async def _handle(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            return await self._serve(request)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        body = await request.read()
+        agent = request.headers.get("User-Agent", "")
+        method = request.method.upper()
+        fault = next(
+            (f for f in self.faults if f.matches(method, request.path, agent)),
+            None,
+        )
+        if fault is not None:
+            fault.hits += 1
+        answer = "forwarded" if fault is None else fault.action
+        if fault is not None and fault.action == "status":
+            answer = str(fault.status)
+        self.seen.append(
+            Seen(
+                time.monotonic(),
+                method,
+                request.path,
+                request.query_string,
+                agent,
+                body.decode(errors="replace"),
+                answer,
+            )
+        )
+        if fault is not None and fault.action == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), fault.hang_seconds)
+            return _status_response(504, "the test proxy hung this request")
+        if fault is not None and fault.action == "status":
+            return _status_response(fault.status, f"injected by the test proxy ({fault.status})")
+        if fault is not None and fault.before is not None:
+            staged = fault.before()
+            if isinstance(staged, Awaitable):
+                await staged
+        return await self._forward(request, body, lost=fault is not None and fault.action == "lost")
+
+    async def _forward(
+        self, request: aiohttp.web.BaseRequest, body: bytes, lost: bool
+    ) -> aiohttp.web.StreamResponse:
+        assert self._session is not None
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in {"content-type", "accept", "user-agent", "authorization"}
+        }
+        async with self._session.request(
+            request.method,
+            self.upstream + str(request.rel_url),
+            data=body or None,
+            headers=headers,
+        ) as upstream:
+            if lost:
+                await upstream.read()  # applied by the server; the answer never arrives
+                return _status_response(503, "injected by the test proxy after applying")
+            response = aiohttp.web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            if "Content-Type" in upstream.headers:
+                response.headers["Content-Type"] = upstream.headers["Content-Type"]
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client went away (a watch the operator closed)
+            return response
+
+
+def _status_response(status: int, message: str) -> aiohttp.web.Response:
+    reasons = {409: "AlreadyExists", 500: "InternalError", 503: "ServiceUnavailable"}
+    return aiohttp.web.json_response(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reasons.get(status, "Timeout"),
+            "code": status,
+        },
+        status=status,
+    )
+
+
+def proxied_operator_config(cluster: Cluster, proxy: FaultProxy, **changes: Any) -> OperatorConfig:
+    """``operator_config`` whose operator talks to the cluster through ``proxy``."""
+    config = operator_config(cluster)
+    config.login = lambda **_: kopf.ConnectionInfo(server=proxy.url, insecure=True)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running(config: OperatorConfig, cluster: Cluster) -> AsyncIterator[OperatorThread]:
+    """An operator with this ``config``; ERROR log lines go to ``cluster.operator_errors``."""
+    errors = _ErrorCollector(cluster.operator_errors)
+    logging.getLogger().addHandler(errors)
+    runner = OperatorThread(config)
+    runner.start()
+    try:
+        yield runner
     finally:
         await runner.stop()
         logging.getLogger().removeHandler(errors)

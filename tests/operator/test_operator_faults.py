@@ -1,0 +1,356 @@
+"""Operator faults: API errors, lost answers, conflicts, timeouts, restarts.
+
+The real operator (kopf and every handler) runs against kmock through a fault
+injecting proxy (``operator_harness.FaultProxy``). Each test breaks something the
+way a real API server does, then checks that the operator neither hammers the
+server nor writes twice, and that it converges once the fault is gone.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+import pytest
+from operator_harness import (
+    CM,
+    DEPLOY,
+    ENV,
+    EVENTS,
+    NAMESPACE,
+    SECRET,
+    Cluster,
+    Fault,
+    FaultProxy,
+    Seen,
+    emulated_cluster,
+    environment,
+    keys_secret,
+    proxied_operator_config,
+    running,
+)
+
+from ssmd_operator.handlers import OperatorConfig
+from ssmd_operator.kube import KubeApi
+from ssmd_operator.names import DEFAULT_IMAGE
+from ssmd_operator.reconcile import Reconciler
+
+PROD = "kalshi-prod"
+SIM = "kalshi-sim"  # needs no keys
+CR_PATH = f"/apis/ssmd.io/v1alpha1/namespaces/{NAMESPACE}/ssmdenvironments/{PROD}"
+POST_CM = rf"^/api/v1/namespaces/{NAMESPACE}/configmaps$"
+POST_DEPLOY = rf"^/apis/apps/v1/namespaces/{NAMESPACE}/deployments$"
+STATUS = r"/ssmdenvironments/[^/]+/status$"
+WRITES = {"POST", "PATCH", "PUT", "DELETE"}
+
+
+@pytest.fixture
+async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
+    async with emulated_cluster(kmock) as c:
+        yield c
+
+
+@pytest.fixture
+async def proxy(cluster: Cluster) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(cluster.url) as p:
+        yield p
+
+
+def fast_retries(cluster: Cluster, proxy: FaultProxy, **changes: Any) -> OperatorConfig:
+    """Backoff 0.1 s doubling to 0.8 s: the production shape (10 s to 300 s), scaled down."""
+    return proxied_operator_config(
+        cluster, proxy, retry_seconds=0.1, retry_max_seconds=0.8, **changes
+    )
+
+
+async def until(c: Cluster, check: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
+    async def probe() -> bool:
+        return check()
+
+    await c.wait(probe, what, timeout)
+
+
+async def converged(c: Cluster, env: str = PROD) -> None:
+    """Children there, pod made available (no kubelet here), Ready=True."""
+    await c.wait(lambda: c.get(DEPLOY, f"{env}-collector"), f"{env} Deployment", 10)
+    await c.make_available(env)
+    await c.wait_condition(env, "Ready", "True")
+
+
+async def children(c: Cluster) -> tuple[list[str], list[str]]:
+    deployments = sorted(d["metadata"]["name"] for d in await c.list(DEPLOY))
+    snapshots = sorted(
+        m["metadata"]["name"] for m in await c.list(CM) if m["metadata"]["name"].endswith("-config")
+    )
+    return deployments, snapshots
+
+
+def test_backoff_doubles_up_to_the_cap_with_bounded_jitter() -> None:
+    r = Reconciler(KubeApi(), retry_seconds=10, retry_max_seconds=300)
+    for failures, base in [(1, 10), (2, 20), (3, 40), (5, 160), (6, 300), (50, 300), (10**6, 300)]:
+        for _ in range(20):
+            assert 0.8 * base <= r.backoff(failures) <= 1.2 * base
+
+
+async def test_server_errors_are_retried_with_backoff_and_converge(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    proxy.add(Fault("POST", POST_CM, 503))  # every snapshot create fails until cleared
+    async with running(fast_retries(c, proxy), c):
+        # kopf's initial listings trigger passes of their own: let them settle, so that
+        # every pass below is one the backoff scheduled.
+        await c.quiet(0.3)
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+
+        def attempts() -> list[Seen]:
+            return proxy.requests("POST", POST_CM)
+
+        await until(c, lambda: len(attempts()) >= 6, "six attempts at the snapshot")
+        times = [s.at for s in attempts()]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        # Not a hot loop: a fixed 0.1 s retry would make ~20 attempts in 2 s.
+        window = [t for t in times if t - times[0] <= 2.0]
+        assert len(window) <= 8, gaps
+        # The gaps grow towards the cap (0.8 s +- 20 %) and stay below it.
+        assert gaps[-1] >= 0.5, gaps
+        assert max(gaps) <= 0.8 * 1.2 + 0.5, gaps
+        assert gaps[-1] > 2 * min(gaps), gaps
+        assert await c.get(DEPLOY, f"{PROD}-collector") is None  # nothing half-done
+        assert any("retrying in" in e for e in c.operator_errors)
+
+        proxy.clear()
+        await converged(c)
+        assert await children(c) == ([f"{PROD}-collector"], [f"{PROD}-config"])
+        assert [s.answer for s in proxy.requests("POST", POST_DEPLOY)] == ["forwarded"]
+
+        # A good pass resets the backoff: the next failure is retried after ~0.1 s again.
+        proxy.add(Fault("PATCH", r"/deployments/", 503, times=1))
+        await c.patch(DEPLOY, f"{PROD}-collector", {"spec": {"replicas": 5}})
+
+        def patches() -> list[Seen]:
+            return proxy.requests("PATCH", r"/deployments/")
+
+        await until(c, lambda: len(patches()) >= 2, "the drift repair retried")
+        first, second = patches()[:2]
+        assert (first.answer, second.answer) == ("503", "forwarded")
+        assert second.at - first.at < 0.5
+        await c.wait(lambda: _replicas(c, 1), "replicas repaired after the failed patch", timeout=5)
+
+
+async def _replicas(c: Cluster, n: int) -> bool:
+    return bool((await c.get(DEPLOY, f"{PROD}-collector"))["spec"]["replicas"] == n)
+
+
+async def test_answers_lost_after_the_server_applied_them_are_not_written_twice(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    """503 after the server applied the write (a timeout on the way back)."""
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    proxy.add(
+        Fault("POST", POST_CM, action="lost", times=1),
+        Fault("POST", POST_DEPLOY, action="lost", times=1),
+        Fault("PATCH", STATUS, action="lost", times=1),
+    )
+    async with running(fast_retries(c, proxy), c):
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await converged(c)
+        await c.quiet(0.3)
+    # Each child was created exactly once: the retried passes found what was applied.
+    assert [s.answer for s in proxy.requests("POST", POST_CM)] == ["lost"]
+    assert [s.answer for s in proxy.requests("POST", POST_DEPLOY)] == ["lost"]
+    assert await children(c) == ([f"{PROD}-collector"], [f"{PROD}-config"])
+    assert not proxy.requests("PATCH", r"/deployments/|/configmaps/")  # nothing to repair
+
+
+def _staged_deployment(owner_uid: str) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "ssmd-collector", "app.kubernetes.io/instance": PROD}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{PROD}-collector",
+            "namespace": NAMESPACE,
+            "ownerReferences": [
+                {
+                    "apiVersion": "ssmd.io/v1alpha1",
+                    "kind": "SsmdEnvironment",
+                    "name": PROD,
+                    "uid": owner_uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "collector", "image": "busybox:latest"}]},
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize("owner_uid", ["uid-prod", "uid-someone-else"])
+async def test_create_conflict_continues_from_what_is_there_unless_foreign(
+    cluster: Cluster, proxy: FaultProxy, owner_uid: str
+) -> None:
+    """Between the operator's read and its create, someone creates the Deployment: 409."""
+    c = cluster
+    await c.create(SECRET, keys_secret())
+
+    async def race() -> None:
+        await c.create(DEPLOY, _staged_deployment(owner_uid))
+
+    proxy.add(Fault("POST", POST_DEPLOY, action="forward", times=1, before=race))
+    async with running(fast_retries(c, proxy), c):
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await until(c, lambda: bool(proxy.requests("POST", POST_DEPLOY)), "the racing create")
+        if owner_uid == "uid-prod":
+            # Ours (a previous operator's): patched to what is rendered within the same
+            # pass, no error, no retry.
+            async def repaired() -> bool:
+                dep = await c.get(DEPLOY, f"{PROD}-collector")
+                return bool(
+                    dep["spec"]["template"]["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+                )
+
+            await c.wait(repaired, "the Deployment patched to the rendered one")
+            await converged(c)
+            assert c.operator_errors == []
+            reasons = [e["reason"] for e in await c.list(EVENTS)]
+            assert "CollectorUpdated" in reasons
+            assert "CollectorCreated" not in reasons
+        else:
+            # Someone else's: never adopted, and the status says so.
+            cond = await c.wait_condition(PROD, "CollectorAvailable", "False", "ResourceConflict")
+            assert f"{PROD}-collector" in cond["message"]
+            await c.quiet(0.3)
+            dep = await c.get(DEPLOY, f"{PROD}-collector")
+            assert dep["metadata"]["ownerReferences"][0]["uid"] == owner_uid
+            assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:latest"
+            assert not proxy.requests("PATCH", r"/deployments/")
+    assert len(proxy.requests("POST", POST_DEPLOY)) == 1
+
+
+async def test_hung_requests_time_out_and_the_pass_is_retried(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    proxy.add(Fault("GET", f"^{CR_PATH}$", action="hang", times=2, hang_seconds=5))
+    config = fast_retries(c, proxy, api=KubeApi(timeout=0.3))
+    async with running(config, c):
+        started = time.monotonic()
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "the Deployment", 5)
+        # Two 0.3 s timeouts and two short retries, not two 30 s waits.
+        assert time.monotonic() - started < 4.0
+        await converged(c)
+    hung = [s for s in proxy.requests("GET", f"^{CR_PATH}$") if s.answer == "hang"]
+    assert len(hung) == 2
+
+
+async def test_kopfs_own_list_errors_are_retried_by_kopf(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    """The watch side: kopf's list of SsmdEnvironments fails twice (kopf's backoff: 1 s, 1 s)."""
+    c = cluster
+    await c.create(ENV, environment(SIM, "uid-sim"))
+    proxy.add(Fault("GET", r"/ssmdenvironments$", 503, times=2, agent=None))
+    async with running(fast_retries(c, proxy), c):
+        await converged(c, SIM)
+    lists = proxy.requests("GET", r"/ssmdenvironments$", agent=None)
+    assert [s.answer for s in lists[:3]] == ["503", "503", "forwarded"]
+
+
+async def test_restart_after_convergence_writes_nothing(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    async with running(fast_retries(c, proxy), c):
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await c.create(ENV, environment(SIM, "uid-sim"))
+        await converged(c)
+        await converged(c, SIM)
+        await c.quiet(0.3)
+    before = {n: (await c.get(ENV, n))["status"] for n in (PROD, SIM)}
+    events = len(await c.list(EVENTS))
+    mark = len(proxy.seen)
+
+    async with running(fast_retries(c, proxy), c):  # a fresh operator: no memory at all
+
+        def passes() -> set[str]:
+            return {s.path for s in proxy.seen[mark:] if s.method == "GET" and "/ssmdenv" in s.path}
+
+        await until(c, lambda: {CR_PATH, CR_PATH.replace(PROD, SIM)} <= passes(), "both passes")
+        await c.quiet(0.3)
+    assert [(s.method, s.path) for s in proxy.seen[mark:] if s.method in WRITES] == []
+    assert await children(c) == (
+        [f"{PROD}-collector", f"{SIM}-collector"],
+        [f"{PROD}-config", f"{SIM}-config"],
+    )
+    assert {n: (await c.get(ENV, n))["status"] for n in (PROD, SIM)} == before
+    assert len(await c.list(EVENTS)) == events
+    assert c.operator_errors == []
+
+
+async def test_restart_mid_way_converges_without_duplicates(
+    cluster: Cluster, proxy: FaultProxy
+) -> None:
+    """The first operator created the children (one answer lost) but never wrote status."""
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    proxy.add(
+        Fault("POST", POST_DEPLOY, action="lost", times=1),
+        Fault("PATCH", STATUS, 503),
+    )
+    async with running(fast_retries(c, proxy), c):
+        await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+        await until(c, lambda: len(proxy.requests("PATCH", STATUS)) >= 2, "status failing")
+    # Stopped with a retry scheduled: the retry must not reopen (and leak) an API session.
+    gc.collect()
+    assert [e for e in c.operator_errors if "retrying in" not in e] == []
+    assert (await c.get(ENV, PROD)).get("status") is None
+    mark = len(proxy.seen)
+    proxy.clear()
+
+    async with running(fast_retries(c, proxy), c):
+        await converged(c)
+        await c.quiet(0.3)
+    again = [(s.method, s.path) for s in proxy.seen[mark:] if s.method == "POST"]
+    assert [p for p in again if not p[1].endswith("/events")] == []  # nothing re-created
+    assert await children(c) == ([f"{PROD}-collector"], [f"{PROD}-config"])
+    status = (await c.get(ENV, PROD))["status"]
+    assert status["snapshotHash"].startswith("sha256:")
+
+
+async def test_shutdown_cancels_retries_and_the_closed_client_stays_closed(
+    proxy: FaultProxy,
+) -> None:
+    """A retry waking after shutdown must not reopen (and leak) an API session."""
+    api = KubeApi(timeout=1.0)
+    api.use(kopf.ConnectionInfo(server=proxy.url, insecure=True))
+    reconciler = Reconciler(api, retry_seconds=60)
+    proxy.add(Fault("GET", r"/ssmdenvironments/", 503))
+    await reconciler.reconcile(NAMESPACE, PROD, lambda namespace, name: None)
+    retry = reconciler._slots[(NAMESPACE, PROD)].retry
+    assert retry is not None
+    assert not retry.done()
+
+    await reconciler.stop()
+    await api.close()
+    assert retry.cancelled()
+    with pytest.raises(RuntimeError, match="closed"):
+        await api.get(CR_PATH)
+    assert api._session is None
+    await reconciler.reconcile(NAMESPACE, PROD, lambda namespace, name: None)
+    assert reconciler._slots[(NAMESPACE, PROD)].retry is retry  # no new retry scheduled
