@@ -13,6 +13,7 @@ the stream (the collector exits right after), for the receipt-to-write histogram
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import sys
@@ -45,9 +46,9 @@ def metadata_tree(root: Path, endpoint: str, markets: int) -> Path:
     """
     if str(_TESTS) not in sys.path:
         sys.path.insert(0, str(_TESTS))
-    from collector_harness import make_tree
-
-    return make_tree(root, endpoint, keys=KEYS, subscriptions=[subscription(markets)])
+    make_tree = importlib.import_module("collector_harness").make_tree
+    tree: Path = make_tree(root, endpoint, keys=KEYS, subscriptions=[subscription(markets)])
+    return tree
 
 
 def free_port() -> int:

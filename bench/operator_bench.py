@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -40,12 +43,11 @@ _POLL_S = 0.25
 """Poll period of the driver: each list costs kmock a scan of every object."""
 
 
-def _harness() -> Any:
+def _harness() -> ModuleType:
+    """tests/operator/operator_harness.py (not a package: imported by path, as pytest does)."""
     if str(_OPERATOR_TESTS) not in sys.path:
         sys.path.insert(0, str(_OPERATOR_TESTS))
-    import operator_harness
-
-    return operator_harness
+    return importlib.import_module("operator_harness")
 
 
 @dataclass
@@ -58,6 +60,8 @@ class OperatorResult:
     peak_rss_mb: float = 0.0
     requests: int = 0
     """API requests the operator made until all were Ready."""
+    by_kind: dict[str, int] = field(default_factory=dict)
+    """Requests served meanwhile by action and resource (the driver's own included)."""
     emulator_cpu_s: float = 0.0
     """CPU of this process (kmock and the driver's polls) meanwhile: when it nears the
     wall time, the emulator, not the operator, set the pace."""
@@ -70,7 +74,7 @@ class OperatorResult:
 
 
 @attrs.define(kw_only=True)
-class LeanEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class LeanEmulator(kmock.KubernetesEmulator):
     """kmock's emulator, forgetting requests once they are served.
 
     kmock records every request and, for each new one, scans that whole history once
@@ -83,9 +87,16 @@ class LeanEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     _serving: list[Any] = attrs.field(factory=list, init=False)
     served: int = attrs.field(default=0, init=False)
+    by_kind: Counter[str] = attrs.field(factory=Counter, init=False)
+    """Requests by action and resource (``patch deployments/status``...)."""
 
     async def _handle(self, request: Any) -> Any:
         self.served += 1
+        res = request.resource
+        plural = getattr(res, "plural", None) or request.url.path
+        sub = f"/{request.subresource}" if request.subresource else ""
+        action = getattr(request.action, "value", None) or request.method.value
+        self.by_kind[f"{str(action).lower()} {plural}{sub}"] += 1
         serving = self._serving
         serving.append(request)
         keep = {id(r) for r in serving}
@@ -159,6 +170,7 @@ async def _reconcile(count: int, core: int | None, workdir: Path, timeout: float
             child = Child(pinned(core, argv), stderr=log, env=env)
         available: set[str] = set()
         served0, own = emulator.served, 0
+        emulator.by_kind.clear()
         cpu0 = _own_cpu()
         deadline = t0 + timeout
         try:
@@ -192,6 +204,7 @@ async def _reconcile(count: int, core: int | None, workdir: Path, timeout: float
                 result.error = f"{len(available)} Deployments, not all Ready after {timeout:g}s"
         finally:
             result.requests = emulator.served - served0 - own
+            result.by_kind = dict(emulator.by_kind.most_common())
             result.emulator_cpu_s = _own_cpu() - cpu0
             exited = await asyncio.to_thread(child.stop, 20.0)
         result.exit_code = exited.code

@@ -20,7 +20,7 @@ from bench.contenders.window import ReceiveWindow, Report, emit
 from bench.workload import ContenderArgs, parse_contender_args, subscribe_command
 
 
-class CountingListener(WSListener):  # type: ignore[misc]
+class CountingListener(WSListener):
     def __init__(self, command: bytes) -> None:
         super().__init__()
         self.command = command
