@@ -72,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--markets", type=int, default=100, help="simulated markets (<= 256)")
     p.add_argument("--operator-envs", type=int, help="SsmdEnvironments for the operator run")
     p.add_argument("--skip-operator", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p.parse_args()
 
 
@@ -121,7 +122,7 @@ def _say(text: str) -> None:
 
 def throughput(plan: Plan, keys: KeyPair, expected: Expected, work: Path, results: Results) -> None:
     receiver, sender = cores()
-    contenders = ["sender", "bare", "picows", "naive", "collector"]
+    contenders = ["sender", "bare", "frames", "picows", "naive", "collector"]
     if _version("picows") == "not installed":
         contenders.remove("picows")
         results.skipped["picows"] = "picows is not installed (pip install picows to add it)"

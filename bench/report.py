@@ -18,6 +18,7 @@ from bench.operator_bench import OperatorResult
 LABELS = {
     "sender": "sender ceiling (raw socket reader)",
     "bare": "limit: websockets recv() loop",
+    "frames": "floor: websockets frame parser",
     "picows": "limit: picows loop",
     "naive": "naive recorder",
     "collector": "ssmd-connector",
@@ -75,6 +76,10 @@ def evaluate(r: Results) -> None:
         r.ratios["collector_over_limit_cpu"] = coll.cpu_us_per_msg / bare.cpu_us_per_msg
     if naive and coll:
         r.ratios["naive_over_collector_cpu"] = naive.cpu_us_per_msg / coll.cpu_us_per_msg
+    if "frames" in s and coll:
+        r.ratios["collector_over_parser_floor_cpu"] = (
+            coll.cpu_us_per_msg / s["frames"].cpu_us_per_msg
+        )
     if "picows" in s and bare:
         r.ratios["picows_over_websockets_cpu"] = s["picows"].cpu_us_per_msg / bare.cpu_us_per_msg
     if coll and "sender" in s:

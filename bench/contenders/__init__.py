@@ -7,6 +7,8 @@ line (:class:`bench.contenders.window.Report`) measured over its own receive win
 
 - ``bare_websockets``: the limit, the collector's library with the collector's options,
   counting frames;
+- ``bare_frames``: the floor of that library, its frame parser alone (frames counted in
+  ``process_event``, no queue, no ``recv()``), informational;
 - ``bare_picows``: the same loop on picows (optional), to see whether the library is
   the wall;
 - ``naive``: a straightforward recorder (json.loads, wrap, json.dumps, buffered write);

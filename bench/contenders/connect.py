@@ -1,11 +1,12 @@
 """The collector's connection, reproduced: same library, same options, same command.
 
-The options mirror ``KalshiConnector.connect`` in collector/ssmd_collector/kalshi.py
-(compression left at the library default, which offers permessage-deflate; the
-simulator declines it, as Kalshi does not negotiate it either; default keepalive
-pings; ``max_size`` 8 MiB; ``close_timeout`` 1 s). Only the collector's
-``create_connection=_WatchedConnection`` (its liveness hook) is left out: that hook
-is part of what the collector costs over the bare library.
+The options mirror ``KalshiConnector.connect`` in collector/ssmd_collector/kalshi.py:
+compression left at the library default (it offers permessage-deflate; the simulator
+declines it), no keepalive pings of our own (``ping_interval=None``), ``max_size``
+8 MiB, ``close_timeout`` 1 s, the same user agent and a logger pinned at INFO. Only
+``create_connection`` differs: the collector plugs in its own connection class (how
+it takes messages off the parser); the contenders use the library's own receive
+path, or their own class where they say so.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ def signed_headers(args: ContenderArgs) -> dict[str, str]:
     return auth_headers(API_KEY_ID, key, urlsplit(args.url).path)
 
 
-async def connect_and_subscribe(args: ContenderArgs) -> ClientConnection:
+async def connect_and_subscribe(
+    args: ContenderArgs, create_connection: type[ClientConnection] | None = None
+) -> ClientConnection:
     ws = await websockets.connect(
         args.url,
         additional_headers=signed_headers(args),
+        create_connection=create_connection,
+        ping_interval=None,
         ssl=None,
         open_timeout=10.0,
         max_size=MAX_FRAME_BYTES,

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODULES = {
     "sender": "bench.contenders.raw_socket",
     "bare": "bench.contenders.bare_websockets",
+    "frames": "bench.contenders.bare_frames",
     "picows": "bench.contenders.bare_picows",
     "naive": "bench.contenders.naive",
 }
@@ -51,7 +52,7 @@ def run_contender(
         tail = stderr.read_text(errors="replace")[-500:]
         return Sample(key, 0, 0.0, 0.0, exited.peak_rss_mb, False, f"exit {exited.code}: {tail}")
     problems = [report.error] if report.error else []
-    if key in ("bare", "picows") and report.frames != expected.frames:
+    if key in ("bare", "frames", "picows") and report.frames != expected.frames:
         problems.append(f"{report.frames} frames, expected {expected.frames}")
     if key == "naive":
         problems += verify([archive], expected, Layout.REENCODED).problems
