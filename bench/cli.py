@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.collector_run import run_collector
+from bench.collector_run import CollectorRun, run_collector
 from bench.contenders.run import REPO, run_contender
 from bench.expected import Expected, replay
 from bench.measure import Histogram, Sample, summarize
@@ -152,6 +152,11 @@ def throughput(plan: Plan, keys: KeyPair, expected: Expected, work: Path, result
         results.summaries[key] = summarize(key, runs)
 
 
+def _per_thread(run: CollectorRun) -> dict[str, float]:
+    frames = max(run.window_frames, 1)
+    return {name: seconds / frames * 1e6 for name, seconds in run.thread_cpu_s.items()}
+
+
 def _collector_sample(
     url: str, keys: KeyPair, plan: Plan, expected: Expected, work: Path, core: int | None
 ) -> Sample:
@@ -168,6 +173,7 @@ def _collector_sample(
         complete=not problems,
         note="; ".join(problems),
         wait_s=run.wait_s,
+        thread_us_per_msg=_per_thread(run),
     )
 
 
@@ -194,6 +200,7 @@ def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
         complete=not problems,
         note="; ".join(problems),
         wait_s=run.wait_s,
+        thread_us_per_msg=_per_thread(run),
     )
     results.samples.append({"round": 0, **asdict(sample)})
     results.summaries["collector@20k"] = summarize("collector@20k", [sample])

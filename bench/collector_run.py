@@ -100,6 +100,9 @@ class CollectorRun:
     window_s: float = 0.0
     cpu_s: float = 0.0
     wait_s: float = 0.0
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU over the window of the main thread (the event loop) and of the other threads
+    (the writer); Python 3.11 does not name threads for the OS, so tids tell them apart."""
     metrics: dict[str, float] = field(default_factory=dict)
     archive: list[Path] = field(default_factory=list)
     log: Path | None = None
@@ -137,6 +140,8 @@ def run_collector(
     with log.open("wb") as log_file:
         child = Child(pinned(core, argv), stderr=log_file, env=env)
     t0 = cpu0 = wait0 = 0.0
+    threads0: dict[int, float] = {}
+    threads1: dict[int, float] = {}
     lines0 = 0
     end: tuple[float, float, float, int] | None = None
     metrics: dict[str, float] = {}
@@ -146,10 +151,12 @@ def run_collector(
         now = time.perf_counter()
         if not t0 and lines:
             cpu0, wait0, t0, lines0 = child.cpu_seconds(), child.run_delay_s(), now, lines
+            threads0 = child.thread_cpu_seconds()
         if scrape_at_line is not None and not metrics and lines >= scrape_at_line:
             metrics = scrape(port)
         if end is None and lines >= expected.frames:
             end = (now, child.cpu_seconds(), child.run_delay_s(), lines)
+            threads1 = child.thread_cpu_seconds()
         exited = child.poll()
         if exited is not None:
             break
@@ -170,4 +177,7 @@ def run_collector(
         run.window_s = t1 - t0
         run.cpu_s = cpu1 - cpu0
         run.wait_s = wait1 - wait0
+        delta = {tid: v - threads0.get(tid, 0.0) for tid, v in threads1.items()}
+        main = delta.pop(child.pid, 0.0)
+        run.thread_cpu_s = {"event loop": main, "other threads": sum(delta.values())}
     return run

@@ -21,6 +21,8 @@ class Sample:
     note: str = ""
     wait_s: float = 0.0
     """Runnable but waiting for the CPU during the window (others' work on the core)."""
+    thread_us_per_msg: dict[str, float] = field(default_factory=dict)
+    """CPU per message by thread name, where measured (ssmd-connector)."""
 
     @property
     def wait_share(self) -> float:
@@ -55,6 +57,7 @@ class Summary:
     busy: float
     wait_share: float
     notes: list[str] = field(default_factory=list)
+    thread_us_per_msg: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(contender: str, samples: Sequence[Sample]) -> Summary:
@@ -72,6 +75,10 @@ def summarize(contender: str, samples: Sequence[Sample]) -> Summary:
         busy=statistics.median(s.busy for s in samples),
         wait_share=max(s.wait_share for s in samples),
         notes=sorted({s.note for s in samples if s.note}),
+        thread_us_per_msg={
+            name: statistics.median(s.thread_us_per_msg.get(name, 0.0) for s in samples)
+            for name in sorted({n for s in samples for n in s.thread_us_per_msg})
+        },
     )
 
 

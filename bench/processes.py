@@ -67,6 +67,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime per live thread, by thread id (the main thread's id is ``pid``)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
 def run_delay_s(pid: int | str) -> float:
     """Seconds the threads of ``pid`` spent runnable but waiting for a CPU (schedstat).
 
@@ -144,3 +157,6 @@ class Child:
 
     def run_delay_s(self) -> float:
         return run_delay_s(self.pid)
+
+    def thread_cpu_seconds(self) -> dict[int, float]:
+        return thread_cpu_seconds(self.pid)

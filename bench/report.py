@@ -165,6 +165,11 @@ def render(r: Results) -> str:
             f"{x.cpu_us_per_msg:>10.2f} {_range(*x.cpu_us_range, '.2f'):>11} "
             f"{x.busy:>5.0%} {x.wait_share:>5.1%} {x.peak_rss_mb:>6.1f}  {done}"
         )
+    for key in ("collector", "collector@20k"):
+        x = r.summaries.get(key)
+        if x is not None and x.thread_us_per_msg:
+            split = ", ".join(f"{n} {v:.2f}" for n, v in x.thread_us_per_msg.items())
+            out.append(f"  {LABELS[key]}: CPU us/msg by thread: {split}")
     out.append(
         "  medians over rounds (range: min-max). CPU: user+system of the whole process over "
         "its steady-state window.\n  busy: CPU/wall in the window (~100%: msg/s is the "
