@@ -48,10 +48,16 @@ class Plan:
     latency_rate: int
     latency_seconds: float
     operator_envs: int
+    receiver_core: int | None
+    """Where every receiver runs (the collector, the contenders, the operator)."""
+    sender_core: int | None
+    """Where the simulator, kmock and this driver run."""
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Plan:
+        """Read the cores before the driver pins itself to the sender core."""
         quick = args.quick
+        receiver, sender = cores()
         return cls(
             messages=args.messages or (100_000 if quick else 300_000),
             rounds=args.rounds or (1 if quick else 3),
@@ -59,6 +65,8 @@ class Plan:
             latency_rate=20_000,
             latency_seconds=3.0 if quick else 8.0,
             operator_envs=args.operator_envs or (50 if quick else 200),
+            receiver_core=receiver,
+            sender_core=sender,
         )
 
 
@@ -121,7 +129,7 @@ def _say(text: str) -> None:
 
 
 def throughput(plan: Plan, keys: KeyPair, expected: Expected, work: Path, results: Results) -> None:
-    receiver, sender = cores()
+    receiver, sender = plan.receiver_core, plan.sender_core
     contenders = ["sender", "bare", "frames", "picows", "naive", "collector"]
     if _version("picows") == "not installed":
         contenders.remove("picows")
@@ -178,7 +186,7 @@ def _collector_sample(
 
 
 def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
-    receiver, sender = cores()
+    receiver, sender = plan.receiver_core, plan.sender_core
     rate = plan.latency_rate
     workload = Workload(int(rate * plan.latency_seconds), plan.markets)
     expected = replay(workload)
@@ -227,7 +235,7 @@ def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
 def main() -> None:
     args = parse_args()
     plan = Plan.of(args)
-    receiver, sender = cores()
+    receiver, sender = plan.receiver_core, plan.sender_core
     if sender is not None:
         os.sched_setaffinity(0, {sender})  # the driver only polls: keep it off the receiver
     else:
@@ -240,8 +248,6 @@ def main() -> None:
             "git": _git(),
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
-            "receiver_core": receiver,
-            "sender_core": sender,
             "python": platform.python_version(),
             "websockets": _version("websockets"),
             "picows": _version("picows"),

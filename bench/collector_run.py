@@ -140,6 +140,7 @@ def run_collector(
     with log.open("wb") as log_file:
         child = Child(pinned(core, argv), stderr=log_file, env=env)
     t0 = cpu0 = wait0 = 0.0
+    cpus: list[int] = []
     threads0: dict[int, float] = {}
     threads1: dict[int, float] = {}
     lines0 = 0
@@ -152,6 +153,7 @@ def run_collector(
         if not t0 and lines:
             cpu0, wait0, t0, lines0 = child.cpu_seconds(), child.run_delay_s(), now, lines
             threads0 = child.thread_cpu_seconds()
+            cpus = sorted(os.sched_getaffinity(child.pid))
         if scrape_at_line is not None and not metrics and lines >= scrape_at_line:
             metrics = scrape(port)
         if end is None and lines >= expected.frames:
@@ -169,6 +171,8 @@ def run_collector(
         # The last lines landed as it exited: close the window with its final rusage.
         end = (time.perf_counter(), exited.cpu_s, wait0, lines)
     run = CollectorRun(exited, lines, archive=follower.paths(), log=log, metrics=metrics)
+    if core is not None and t0 and cpus != [core]:
+        run.error = f"ran on CPUs {cpus}, not pinned to {core}"
     if end is None:
         run.error = f"archive holds {lines} of {expected.frames} lines at exit {exited.code}"
     elif t0:

@@ -184,6 +184,9 @@ async def _reconcile(count: int, core: int | None, workdir: Path, timeout: float
                     cluster.session, f"http://127.0.0.1:{port}/healthz"
                 ):
                     result.startup_s = now
+                    if core is not None and os.sched_getaffinity(child.pid) != {core}:
+                        result.error = f"ssmd-operator is not pinned to CPU {core}"
+                        break
                 if len(available) < count:
                     own += 1
                     for dep in await cluster.list(h.DEPLOY):

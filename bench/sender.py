@@ -8,6 +8,7 @@ what lets it serve the private ``orderbook_delta`` channel.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,9 @@ class Simulator:
                 child.stop()
                 raise RuntimeError(f"ssmd sim did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.02)
+        if self.core is not None and os.sched_getaffinity(child.pid) != {self.core}:
+            child.stop()
+            raise RuntimeError(f"ssmd sim is not pinned to CPU {self.core}")
         return self
 
     def __exit__(

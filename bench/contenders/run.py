@@ -52,6 +52,8 @@ def run_contender(
         tail = stderr.read_text(errors="replace")[-500:]
         return Sample(key, 0, 0.0, 0.0, exited.peak_rss_mb, False, f"exit {exited.code}: {tail}")
     problems = [report.error] if report.error else []
+    if core is not None and report.cpus != [core]:
+        problems.append(f"ran on CPUs {report.cpus}, not pinned to {core}")
     if key in ("bare", "frames", "picows") and report.frames != expected.frames:
         problems.append(f"{report.frames} frames, expected {expected.frames}")
     if key == "naive":

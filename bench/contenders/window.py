@@ -35,6 +35,10 @@ def _run_delay() -> float:
     return total / 1e9
 
 
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -52,6 +56,8 @@ class Report:
     peak_rss_mb: float = 0.0
     wait_s: float = 0.0
     """Time runnable but not running during the window (other work on the core)."""
+    cpus: list[int] | None = None
+    """The CPUs this process was allowed on (proves the pinning took)."""
     error: str = ""
 
 
@@ -84,7 +90,9 @@ class ReceiveWindow:
 
     def report(self, frames: int, error: str = "") -> Report:
         if not self.opened:
-            return Report(frames, 0, 0.0, 0.0, _peak_rss_mb(), 0.0, error or "no frame received")
+            return Report(
+                frames, 0, 0.0, 0.0, _peak_rss_mb(), 0.0, _cpus(), error or "no frame received"
+            )
         return Report(
             frames,
             frames - 1,
@@ -92,6 +100,7 @@ class ReceiveWindow:
             self._cpu1 - self._cpu0,
             self._rss,
             self._wait1 - self._wait0,
+            _cpus(),
             error,
         )
 
