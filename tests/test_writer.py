@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import resource
-import signal
-from collections.abc import Iterator
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,26 +82,35 @@ def test_permission_denied_is_a_clear_write_failure(tmp_path: Path) -> None:
         JsonlWriter(tmp_path, "kalshi").write("2025-12-22", lines("{}"))
 
 
-@pytest.fixture
-def file_size_limit() -> Iterator[int]:
-    """RLIMIT_FSIZE stands in for a full disk: writes past it fail with EFBIG."""
-    limit = 4096
-    old = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
-    try:
-        yield limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old)
-        signal.signal(signal.SIGXFSZ, old_handler)
+# The file-size limit runs in a child process: RLIMIT_FSIZE on the pytest process
+# would also fail pytest's own capture and report files once they pass the limit.
+_LIMITED_WRITER = """
+import resource, sys
+from pathlib import Path
+from ssmd_collector.writer import JsonlWriter, WriteFailed
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+line = ('{"pad":"' + "x" * 90 + '"}\\n').encode()
+w = JsonlWriter(Path(sys.argv[1]), "kalshi")
+w.write("2025-12-22", [line] * 30)  # 3000 bytes, under the limit
+try:
+    w.write("2025-12-22", [line] * 30)  # would cross it part way
+except WriteFailed as exc:
+    print(exc)
+w.close()
+"""
 
 
-def test_failed_write_leaves_only_whole_lines(tmp_path: Path, file_size_limit: int) -> None:
-    w = JsonlWriter(tmp_path, "kalshi")
+def test_failed_write_leaves_only_whole_lines(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE stands in for a full disk: a write crossing it fails with EFBIG
+    part way, and the writer cuts the file back to the last whole batch."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WRITER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert re.search(r"File too large.*30 line\(s\)", result.stdout), result.stdout
     line = '{"pad":"' + "x" * 90 + '"}'
-    w.write("2025-12-22", lines(*[line] * 30))  # 3000 bytes, under the limit
-    with pytest.raises(WriteFailed, match=r"File too large.*30 line\(s\)"):
-        w.write("2025-12-22", lines(*[line] * 30))  # would cross it part way
     content = (tmp_path / "2025-12-22/kalshi.jsonl").read_bytes()
     assert content == (line + "\n").encode() * 30
-    w.close()
