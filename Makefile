@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint e2e images clean
+.PHONY: demo test lint e2e images bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(VENV)/.dev
 ## End-to-end tests on a kind cluster (needs docker and kind; see e2e/README.md).
 e2e: $(VENV)/.dev
 	$(BIN)/pytest e2e -v -rs
+
+## Benchmark (bench/README.md); BENCH_ARGS=--quick for ~20 s.
+bench: $(VENV)/.dev
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## Build both images locally (needs docker).
 images:
