@@ -43,7 +43,7 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     port: int = 8080
     silence_timeout: float = 30.0
-    flush_interval: float = 0.002
+    flush_interval: float = 0.001
     subscribe_batch_size: int = 256
     max_frame_bytes: int = 8 << 20
     max_buffer_bytes: int = 32 << 20

@@ -83,7 +83,7 @@ def connector_command(
             envvar="SSMD_FLUSH_INTERVAL",
             help="Seconds to gather a batch before handing it to the OS.",
         ),
-    ] = 0.002,
+    ] = 0.001,
     subscribe_batch_size: Annotated[
         int,
         typer.Option(

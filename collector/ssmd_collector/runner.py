@@ -59,7 +59,7 @@ class Runner:
         stats: Stats,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
-        flush_interval: float = 0.002,
+        flush_interval: float = 0.001,
         max_buffer_bytes: int = 32 << 20,
     ) -> None:
         self.connector = connector
