@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -27,7 +27,6 @@ from operator_harness import (
     Fault,
     FaultProxy,
     Seen,
-    emulated_cluster,
     environment,
     keys_secret,
     proxied_operator_config,
@@ -46,18 +45,6 @@ POST_CM = rf"^/api/v1/namespaces/{NAMESPACE}/configmaps$"
 POST_DEPLOY = rf"^/apis/apps/v1/namespaces/{NAMESPACE}/deployments$"
 STATUS = r"/ssmdenvironments/[^/]+/status$"
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
-    async with emulated_cluster(kmock) as c:
-        yield c
-
-
-@pytest.fixture
-async def proxy(cluster: Cluster) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(cluster.url) as p:
-        yield p
 
 
 def fast_retries(cluster: Cluster, proxy: FaultProxy, **changes: Any) -> OperatorConfig:

@@ -26,18 +26,11 @@ from operator_harness import (
     TODAY,
     Cluster,
     OperatorThread,
-    emulated_cluster,
     environment,
     keys_secret,
     operator_config,
     running_operator,
 )
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
-    async with emulated_cluster(kmock) as c:
-        yield c
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ so does a grant nothing uses.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import yaml
 from operator_harness import (
     CM,
@@ -28,7 +26,6 @@ from operator_harness import (
     Cluster,
     FaultProxy,
     Seen,
-    emulated_cluster,
     environment,
     keys_secret,
     proxied_operator_config,
@@ -70,18 +67,6 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
-    async with emulated_cluster(kmock) as c:
-        yield c
-
-
-@pytest.fixture
-async def proxy(cluster: Cluster) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(cluster.url) as p:
-        yield p
 
 
 async def test_role_grants_exactly_the_calls_the_operator_makes(

@@ -12,8 +12,6 @@ them, not only what reaches the emulator.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from operator_harness import (
@@ -27,7 +25,6 @@ from operator_harness import (
     Cluster,
     Fault,
     FaultProxy,
-    emulated_cluster,
     environment,
     keys_secret,
     proxied_operator_config,
@@ -42,18 +39,6 @@ NEEDLES = [
     EXTRA_VALUE,
     *(base64.b64encode(v.encode()).decode() for v in (API_KEY, PRIVATE_KEY, EXTRA_VALUE)),
 ]
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
-    async with emulated_cluster(kmock) as c:
-        yield c
-
-
-@pytest.fixture
-async def proxy(cluster: Cluster) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(cluster.url) as p:
-        yield p
 
 
 def leaks(text: str) -> list[str]:
