@@ -19,26 +19,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .framing import LineFramer, Timestamper
-from .interfaces import Writer
+from .interfaces import Connector, Writer
 from .metrics import LATENCY_SAMPLE_EVERY, ErrorType, Stats
 from .writer import WriteFailed
 
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_REJECT = 1000  # after the first few, log one rejected frame in this many
-
-
-class FrameSource(Protocol):
-    """What the runner needs of a ``Connector`` (``interfaces.Connector``)."""
-
-    def batches(self) -> AsyncIterator[list[tuple[int, bool, bytes]]]: ...
-    def pending(self) -> list[tuple[int, bool, bytes]]: ...
-    def check(self, payload: bytes) -> str | None: ...
 
 
 @dataclass
@@ -53,7 +45,7 @@ class _Segment:
 class Runner:
     def __init__(
         self,
-        connector: FrameSource,
+        connector: Connector,
         data: Writer,
         rejects: Writer,
         stats: Stats,
