@@ -169,11 +169,18 @@ def _collector_sample(
     url: str, keys: KeyPair, plan: Plan, expected: Expected, work: Path, core: int | None
 ) -> Sample:
     run = run_collector(url, keys, plan.markets, expected, work / "collector", core=core)
+    sample = _as_sample("collector", run, expected)
+    shutil.rmtree(work / "collector" / "archive", ignore_errors=True)
+    return sample
+
+
+def _as_sample(name: str, run: CollectorRun, expected: Expected, *extra_problems: str) -> Sample:
+    """A collector run as a Sample: complete only if the archive verifies."""
     problems = [run.error] if run.error else []
     problems += verify(run.archive, expected, Layout.SPLICED).problems
-    shutil.rmtree(work / "collector" / "archive", ignore_errors=True)
+    problems += extra_problems
     return Sample(
-        "collector",
+        name,
         run.window_frames,
         run.window_s,
         run.cpu_s,
@@ -195,21 +202,8 @@ def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
             sim.url, keys, plan.markets, expected, work / "latency",
             core=receiver, scrape_at_line=expected.frames - rate // 2,
         )  # fmt: skip
-    problems = [run.error] if run.error else []
-    problems += verify(run.archive, expected, Layout.SPLICED).problems
-    if not run.metrics:
-        problems.append("no /metrics scrape before the stream ended")
-    sample = Sample(
-        "collector@20k",
-        run.window_frames,
-        run.window_s,
-        run.cpu_s,
-        run.exit.peak_rss_mb,
-        complete=not problems,
-        note="; ".join(problems),
-        wait_s=run.wait_s,
-        thread_us_per_msg=_per_thread(run),
-    )
+    no_scrape = () if run.metrics else ("no /metrics scrape before the stream ended",)
+    sample = _as_sample("collector@20k", run, expected, *no_scrape)
     results.samples.append({"round": 0, **asdict(sample)})
     results.summaries["collector@20k"] = summarize("collector@20k", [sample])
     hist = Histogram.from_metrics(run.metrics, LATENCY_METRIC)
@@ -222,8 +216,8 @@ def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
         mean_ms=hist.total / hist.count * 1e3 if hist.count else float("nan"),
         share_within_5ms=hist.fraction_at_most(0.005),
         peak_rss_mb=run.exit.peak_rss_mb,
-        complete=not problems,
-        note="; ".join(problems),
+        complete=sample.complete,
+        note=sample.note,
         cpu_wait_share=run.wait_s / run.window_s if run.window_s else 0.0,
     )
     _say(
