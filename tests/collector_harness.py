@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from deadlines import deadline
 
 from ssmd_collector.app import Settings, run
 from ssmd_collector.exitcodes import ExitCode
@@ -77,7 +78,8 @@ async def record(
     timeout: float = 30,
     **overrides: Any,
 ) -> Run:
-    """Run the collector in this process (port 0) until it exits by itself."""
+    """Run the collector in this process (port 0) until it exits by itself, failing
+    after ``deadline(timeout)`` seconds."""
     settings = Settings(env="test", config_dir=tree, http_host="127.0.0.1", port=0, **overrides)
     holder: dict[str, Any] = {}
     ready_seen: list[int] = []
@@ -98,6 +100,7 @@ async def record(
             **({"clock_ns": clock_ns} if clock_ns else {}),
         )
     )
+    timeout = deadline(timeout)
     done, _ = await asyncio.wait({main}, timeout=timeout)
     if not done:
         stacks = io.StringIO()

@@ -16,11 +16,12 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector_harness import LINE
+from deadlines import deadline
 
 BIN = Path(sys.executable).parent
 CONNECTOR = BIN / "ssmd-connector"
@@ -54,7 +55,8 @@ class Collector:
     stderr_path: Path
 
     async def wait(self, timeout: float) -> int:
-        """Exit code, killing the child (and failing) if it runs past ``timeout`` s."""
+        """Exit code, killing the child (and failing) if it runs past ``deadline(timeout)``."""
+        timeout = deadline(timeout)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:
@@ -127,21 +129,6 @@ async def spawn(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env=environ
         )
     return Collector(proc, out_path, err_path)
-
-
-async def wait_until(
-    predicate: Callable[[], bool],
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-) -> None:
-    """Poll ``predicate`` every ``interval`` s; fail naming ``what`` after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def retarget(tree: Path, old_url: str, new_url: str) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from collector_harness import EXAMPLES, LINE, make_tree
+from deadlines import deadline, wait_until, within
 
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimConfig, SimServer
@@ -19,7 +20,9 @@ BIN = Path(sys.executable).parent
 
 
 def ssmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BIN / "ssmd", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [BIN / "ssmd", *args], capture_output=True, text=True, timeout=deadline(60)
+    )
 
 
 def test_validate_accepts_the_examples() -> None:
@@ -46,7 +49,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path: Path) -> None:
 
 def test_connector_help_documents_exit_codes() -> None:
     result = subprocess.run(
-        [BIN / "ssmd-connector", "--help"], capture_output=True, text=True, timeout=60
+        [BIN / "ssmd-connector", "--help"], capture_output=True, text=True, timeout=deadline(60)
     )
     assert result.returncode == 0
     for code in ExitCode:
@@ -70,13 +73,14 @@ async def test_sigterm_mid_stream_exits_0_with_only_whole_lines(tmp_path: Path) 
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         data_files = tmp_path / "data"
-        for _ in range(600):
-            await asyncio.sleep(0.05)
+
+        def written() -> list[Path]:
             files = list(data_files.glob("*/kalshi-sim.jsonl"))
-            if files and files[0].stat().st_size > 200_000:
-                break
+            return files if files and files[0].stat().st_size > 200_000 else []
+
+        files = await wait_until(written, "200 kB recorded")
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
+        _, stderr = await within(proc.communicate(), "the collector to stop on SIGTERM")
         sent = list(sim.sessions[0].sent)
     assert proc.returncode == ExitCode.CLEAN_STOP, stderr.decode()[-2000:]
     content = files[0].read_text()

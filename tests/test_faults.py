@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from collector_harness import Run, make_tree, record
-from faults_harness import day_files, wait_until
+from deadlines import wait_until
+from faults_harness import day_files
 from prometheus_client import generate_latest
 from websockets.exceptions import ConnectionClosed
 
@@ -166,7 +167,7 @@ async def _record_injected(
             record(make_tree(tmp_path, sim.url), during=sample, timeout=60, **overrides)
         )
         session = await sim.wait_session()
-        await wait_until(lambda: len(session.sent) >= 3, 5, "the subscribe answers")
+        await wait_until(lambda: len(session.sent) >= 3, "the subscribe answers")
         for i in range(frames):
             try:
                 await session.send_raw(pad(i))
@@ -174,8 +175,8 @@ async def _record_injected(
                 break  # the collector left; the test's assertions say why
         await wait_until(
             lambda: task.done() or stats[0].lines_written >= len(session.sent),
-            30,
             "the collector to write everything",
+            seen=lambda: f"{stats[0].lines_written} of {len(session.sent)} lines written",
         )
     return await task, list(session.sent), samples
 

@@ -25,6 +25,7 @@ import pytest
 from collector_harness import make_tree
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from deadlines import deadline
 from faults_harness import Collector, archived, json_logs, leaks, pem_body_lines, spawn
 from websockets.datastructures import Headers
 
@@ -51,7 +52,7 @@ KEY_ENV = {
     }
 }
 UNREACHABLE = "ws://127.0.0.1:1/trade-api/ws/v2"
-START_TIMEOUT = 15.0
+START_TIMEOUT = 30.0
 
 
 def sim_config(**kw: Any) -> SimConfig:
@@ -121,7 +122,7 @@ async def test_a_signed_run_at_debug_level_never_shows_credentials(
             *("--log-level", "debug", "--silence-timeout", "1", "--port", str(free_port)),
             env=signed_env(private_pem),
         )
-        session = await sim.wait_session(timeout=START_TIMEOUT)
+        session = await sim.wait_session(timeout=deadline(START_TIMEOUT))
         base = f"http://127.0.0.1:{free_port}"
         async with aiohttp.ClientSession() as http:
             for _ in range(500):  # bounded: 5 s

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from deadlines import deadline
 
 from ssmd_collector.writer import JsonlWriter, WriteFailed
 
@@ -107,7 +108,7 @@ def test_failed_write_leaves_only_whole_lines(tmp_path: Path) -> None:
         [sys.executable, "-c", _LIMITED_WRITER, str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=deadline(60),
         check=True,
     )
     assert re.search(r"File too large.*30 line\(s\)", result.stdout), result.stdout

@@ -127,7 +127,7 @@ class Reconciler:
                 slot.failures += 1
                 delay = self.backoff(slot.failures)
                 logger.exception(
-                    "reconcile of %s/%s failed (%d in a row); retrying in %.1f s",
+                    "reconcile of %s/%s failed (%d in a row); retrying in %.2f s",
                     namespace,
                     name,
                     slot.failures,

@@ -69,7 +69,7 @@ async def test_secret_values_stay_secret_in_error_paths(
         fixed["data"]["extra"] = wrong["data"]["extra"]
         await c.patch(SECRET, "kalshi-keys", {"data": {"apikey": None, "privatekey": None}})
         await c.patch(SECRET, "kalshi-keys", {"data": fixed["data"]})
-        await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "the Deployment", 10)
+        await c.wait(lambda: c.get(DEPLOY, f"{PROD}-collector"), "the Deployment")
         await c.make_available(PROD)
         await c.wait_condition(PROD, "Ready", "True")
         await c.quiet(0.3)

@@ -212,7 +212,7 @@ class SimServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def wait_session(self, index: int = 0, timeout: float = 5) -> SimSession:  # noqa: ASYNC109
+    async def wait_session(self, index: int = 0, timeout: float = 30) -> SimSession:  # noqa: ASYNC109
         """The ``index``-th accepted connection (0-based), waiting up to ``timeout`` s."""
         if self._session_added is None:
             raise RuntimeError("SimServer is not running; use it as 'async with'")
