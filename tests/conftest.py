@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 
@@ -9,7 +10,18 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import settings
 from tls_material import TLS
+
+# Fuzz budgets: hypothesis' default of 100 examples is the reference the fuzz tests scale
+# from (test_metadata_fuzz.budget). CI runs a quarter of it so the suite stays quick;
+# SSMD_HYPOTHESIS_PROFILE=thorough runs ten times as many for a deliberate fuzzing session.
+settings.register_profile("dev", max_examples=100)
+settings.register_profile("ci", max_examples=25)
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile(
+    os.environ.get("SSMD_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(scope="session")
