@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ import yaml
 from deadlines import deadline
 
 from ssmd_collector.app import Settings, run
+from ssmd_collector.connectors import ConnectorMetrics
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.metrics import Stats
@@ -48,6 +50,7 @@ def make_tree(root: Path, endpoint: str, **env: Any) -> Path:
 class Run:
     code: ExitCode
     stats: Stats
+    connection: ConnectorMetrics
     data_dir: Path
     ready_seen: list[int] = field(default_factory=list)
 
@@ -66,6 +69,14 @@ class Run:
             assert m, f"malformed archive line: {line[:120]!r}"
             out.append(m.group(3))
         return out
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events file's lines, parsed, in file order."""
+        return [
+            json.loads(line)
+            for f in sorted(self.data_dir.glob("*/kalshi-sim.events.jsonl"))
+            for line in f.read_text().splitlines()
+        ]
 
 
 async def record(
@@ -87,6 +98,7 @@ async def record(
 
     def started(server: HealthServer) -> None:
         holder["stats"] = server.stats
+        holder["connection"] = server.connection
         if poll_ready:
             tasks.append(asyncio.create_task(_poll_ready(server.port, ready_seen)))
         if during is not None:
@@ -113,7 +125,8 @@ async def record(
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     stats = holder.get("stats") or Stats(feed="none")
-    return Run(code, stats, tree.parent / "data", ready_seen)
+    connection = holder.get("connection") or ConnectorMetrics()
+    return Run(code, stats, connection, tree.parent / "data", ready_seen)
 
 
 async def _poll_ready(port: int, seen: list[int]) -> None:

@@ -105,7 +105,7 @@ async def test_ready_goes_503_then_200_and_metrics_match(tmp_path: Path) -> None
     assert scraped["ssmd_write_latency_seconds_count" + feed] == sent // 16
     assert scraped['ssmd_write_latency_seconds_bucket{feed="kalshi-sim",le="+Inf"}'] == sent // 16
     assert 0 < scraped["ssmd_write_latency_max_seconds" + feed] < 5
-    assert run.stats.ready is False  # after the disconnect
+    assert run.connection.ready is False  # after the disconnect
 
 
 async def test_signed_handshake_verifies(tmp_path: Path, rsa_keys: tuple[bytes, bytes]) -> None:
@@ -158,7 +158,10 @@ async def test_subscribe_error_answer_stops_with_its_message(
     # Channels beyond the public ones pass validation only with keys, so sign.
     async with SimServer(sim_config(public_key_pem=rsa_keys[1])) as sim:
         tree = make_tree(
-            tmp_path, sim.url, **KEY_ENV, subscriptions=[{"channels": ["ticker", "nonsense"]}]
+            tmp_path,
+            sim.url,
+            **KEY_ENV,
+            subscriptions=[{"channels": ["ticker", "cfbenchmarks_value"]}],
         )
         run = await record(
             tree, environ={"KALSHI_API_KEY": "k", "KALSHI_PRIVATE_KEY": rsa_keys[0].decode()}
@@ -211,7 +214,7 @@ async def test_wss_with_a_private_ca(tmp_path: Path, tls: TLS) -> None:
 async def test_malformed_and_binary_frames_are_kept_and_counted(tmp_path: Path) -> None:
     async def inject(server: HealthServer) -> None:
         session = await sim.wait_session()
-        while not server.stats.ready:
+        while not server.connection.ready:
             await asyncio.sleep(0.01)
         await session.send_raw("{not json")
         await session.send_raw(b"\x00\x01binary")
@@ -225,7 +228,7 @@ async def test_malformed_and_binary_frames_are_kept_and_counted(tmp_path: Path) 
     assert rejected[0]["raw"] == "{not json"
     assert run.stats.errors["invalid_json"] == 1
     assert run.stats.errors["binary_frame"] == 1
-    assert run.stats.gaps["unknown"] == 1  # sid 99 jumped from 1 to 5
+    assert run.connection.gaps["unknown"] == 1  # sid 99 jumped from 1 to 5
     # The process kept running after them: the later valid frames are archived.
     assert run.data()[-1] == '{"type":"trade","sid":99,"seq":5,"msg":{}}'
 

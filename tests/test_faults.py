@@ -29,8 +29,8 @@ from websockets.exceptions import ConnectionClosed
 from ssmd_collector import app, cli
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
-from ssmd_collector.kalshi import KalshiConnector
 from ssmd_collector.metrics import Stats, registry_for
+from ssmd_collector.settings import DEFAULTS
 from ssmd_collector.sim import Ending, SimConfig, SimServer
 from ssmd_collector.writer import JsonlWriter
 
@@ -49,14 +49,13 @@ def sim_config(**kw: Any) -> SimConfig:
 
 def test_default_silence_timeout_is_three_missed_heartbeats_and_at_most_30s() -> None:
     """The documented default bound (30 s = 3 missed Kalshi heartbeats) is what every
-    layer uses: the CLI flag, ``Settings`` (what the operator's env var feeds) and the
-    connector itself. At most 30 s so a stuck exchange is noticed quickly; more than two
+    layer uses: the CLI flag and ``Settings`` (what the operator's env var feeds, and what
+    the connector reads). At most 30 s so a stuck exchange is noticed quickly; more than two
     heartbeat periods so one late ping never kills a healthy connection. The measured
     detection bound of a configured timeout is pinned in test_faults_process.py."""
     flag = inspect.signature(cli.connector_command).parameters["silence_timeout"].default
     setting = app.Settings(env="x", config_dir=Path()).silence_timeout
-    connector = inspect.signature(KalshiConnector).parameters["silence_timeout"].default
-    assert flag == setting == connector == 3 * KALSHI_HEARTBEAT_S
+    assert flag == setting == DEFAULTS.silence_timeout == 3 * KALSHI_HEARTBEAT_S
     assert 2 * KALSHI_HEARTBEAT_S < flag <= 30
     row = next(line for line in README.read_text().splitlines() if "`--silence-timeout`" in line)
     assert "| `30` |" in row, row
@@ -94,7 +93,7 @@ async def test_frame_over_the_size_limit_exits_10_after_archiving_everything_bef
     assert len(before) == 3003  # 3000 data frames + 3 subscribe answers
     assert run.data() == before  # all of them, once, in order; the big one is not there
     assert run.stats.messages == len(before)
-    assert run.stats.errors["disconnect"] == 1
+    assert run.connection.errors["disconnect"] == 1
     assert re.search(r"disconnected: closed by (us|the exchange) with code 1009", caplog.text), (
         caplog.text[-2000:]
     )
@@ -252,7 +251,7 @@ async def test_write_failure_is_exported_as_a_metric_and_logged(
     async with SimServer(sim_config(rate=20_000, ending=Ending.NONE)) as sim:
         run = await record(make_tree(tmp_path, sim.url), timeout=30)
     assert run.code == ExitCode.WRITE_FAILED
-    metrics = generate_latest(registry_for(run.stats)).decode()
+    metrics = generate_latest(registry_for(run.stats, run.connection)).decode()
     # The append fails, and with /dev/full so does the fsync on close: counted each time.
     failures = re.search(
         r'ssmd_errors_total\{feed="kalshi-sim",type="write_failed"\} (\d+)\.0', metrics

@@ -30,15 +30,15 @@ from faults_harness import Collector, archived, json_logs, leaks, pem_body_lines
 from websockets.datastructures import Headers
 
 from ssmd_collector import app
-from ssmd_collector.exitcodes import ExitCode
-from ssmd_collector.kalshi import Credentials
-from ssmd_collector.signing import (
+from ssmd_collector.connectors.kalshi import Credentials
+from ssmd_collector.connectors.kalshi.signing import (
     KEY_HEADER,
     SIGNATURE_HEADER,
     KeyFormatError,
     load_private_key,
     load_public_key,
 )
+from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimConfig, SimServer
 
 KEY_ID = "KEYID-RECOGNISABLE-1234"
@@ -192,7 +192,10 @@ async def test_subscribe_error_exits_13_after_one_connection_without_leaking(
     sim = RecordingSim(config)  # typed as itself (SimServer.__aenter__ returns SimServer)
     async with sim:
         tree = make_tree(
-            tmp_path, sim.url, **KEY_ENV, subscriptions=[{"channels": ["ticker", "nonsense"]}]
+            tmp_path,
+            sim.url,
+            **KEY_ENV,
+            subscriptions=[{"channels": ["ticker", "cfbenchmarks_value"]}],
         )
         child = await spawn(
             tree, tmp_path / "logs/run", "--log-level", "debug", env=signed_env(private_pem)

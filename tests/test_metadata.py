@@ -39,7 +39,7 @@ EXAMPLE_FILES = {
     "schemas/trade.capnp",
 }
 EXAMPLE_HASH = "sha256:0387f06636c96371140156f81fba1ea7e5df1414a20741ee599197c85476d6f0"
-PUBLIC = "market_lifecycle_v2, multivariate, ticker, ticker_v2, trade"
+PUBLIC = "market_lifecycle_v2, multivariate_market_lifecycle, ticker, trade"
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ssmd_collector.connectors.kalshi.channels import PUBLIC as PUBLIC_CHANNELS
 from ssmd_collector.metadata import (
     Catalog,
     MetadataInvalid,
@@ -31,7 +32,6 @@ from ssmd_collector.metadata import (
     resolve_environment,
     validate_tree,
 )
-from ssmd_collector.metadata.model import PUBLIC_CHANNELS
 
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 EXCHANGES = Path(__file__).resolve().parents[1] / "exchanges"

@@ -28,7 +28,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.uri import parse_uri
 
-from ssmd_collector import signing
+from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.sim import Ending, SimConfig, SimServer, universe
 
 MARKETS = universe(20)

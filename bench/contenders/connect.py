@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from bench.workload import API_KEY_ID, ContenderArgs, subscribe_command
-from ssmd_collector.signing import auth_headers, load_private_key
+from ssmd_collector.connectors.kalshi.signing import auth_headers, load_private_key
 
 MAX_FRAME_BYTES = 8 << 20
 """ssmd-connector's default --max-frame-bytes."""

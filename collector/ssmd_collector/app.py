@@ -1,7 +1,9 @@
 """The collector process: metadata -> keys -> HTTP -> connect -> record -> exit code.
 
-Every way out maps to one ``ExitCode`` and a log line saying why. Whatever the
-exit, lines already received are flushed and fsynced first.
+Every way out maps to one ``ExitCode`` and a log line saying why, and to a line in
+the events file. Whatever the exit, lines already received are flushed and fsynced
+first. The exchange is a plug-in chosen by the feed (``connectors``); nothing here
+knows Kalshi.
 """
 
 from __future__ import annotations
@@ -18,15 +20,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
+from .connectors import (
+    AuthRejected,
+    Connector,
+    ConnectorOptions,
+    CredentialsInvalid,
+    Disconnected,
+    Exchange,
+    SubscribeRejected,
+    exchange_for,
+)
+from .events import EventLog
 from .exitcodes import ExitCode
 from .health import HealthServer
-from .kalshi import AuthRejected, Credentials, Disconnected, KalshiConnector, SubscribeRejected
-from .keys import EnvKeyResolver, MissingKeys, read_pem, resolve_keys
+from .keys import EnvKeyResolver, MissingKeys, resolve_keys
 from .metadata import MetadataInvalid, Resolved, read_directory, resolve_environment
 from .metrics import ErrorType, Stats, registry_for
 from .runner import Runner
-from .signing import KeyFormatError, load_private_key
+from .settings import Settings
 from .writer import JsonlWriter, WriteFailed
+
+__all__ = ["ConfigError", "Plan", "Settings", "plan", "run"]
 
 log = logging.getLogger("ssmd.collector")
 
@@ -36,75 +51,53 @@ class ConfigError(Exception):
 
 
 @dataclass
-class Settings:
-    env: str
-    config_dir: Path
-    data_dir: Path | None = None
-    http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
-    port: int = 8080
-    silence_timeout: float = 30.0
-    flush_interval: float = 0.001
-    subscribe_batch_size: int = 256
-    max_frame_bytes: int = 8 << 20
-    max_buffer_bytes: int = 32 << 20
-    ca_file: Path | None = None
-
-
-@dataclass
 class Plan:
     """What the metadata and environment resolve to before anything connects."""
 
     resolved: Resolved
-    credentials: Credentials | None
+    exchange: Exchange
+    credentials: object | None
     data_dir: Path
-
-
-def _check_numbers(settings: Settings) -> None:
-    limits = [
-        ("--subscribe-batch-size", settings.subscribe_batch_size, 1),
-        ("--silence-timeout", settings.silence_timeout, 0.1),
-        ("--max-frame-bytes", settings.max_frame_bytes, 1024),
-        ("max_buffer_bytes", settings.max_buffer_bytes, 1024),
-        ("--flush-interval", settings.flush_interval, 0),
-    ]
-    bad = [
-        f"{flag} must be at least {low}, found {value}"
-        for flag, value, low in limits
-        if not value >= low
-    ]
-    if bad:
-        raise ConfigError("; ".join(bad))
 
 
 def plan(settings: Settings, environ: Mapping[str, str], today: dt.date) -> Plan:
     """Validate everything offline; raise ``ConfigError`` naming what is wrong."""
-    _check_numbers(settings)
+    bad = settings.problems()
+    if bad:
+        raise ConfigError("; ".join(bad))
     try:
         files = read_directory(settings.config_dir)
         resolved = resolve_environment(files, settings.env, today)
     except MetadataInvalid as exc:
         raise ConfigError(f"metadata in {settings.config_dir}: {exc}") from None
-    if resolved.feed.type != "websocket":
+    feed = resolved.feed
+    if feed.type != "websocket":
         raise ConfigError(
-            f"{resolved.feed.file}: type: expected websocket for ssmd-connector; "
-            f"found {resolved.feed.type!r}"
+            f"{feed.file}: type: expected websocket for ssmd-connector; found {feed.type!r}"
         )
+    exchange = exchange_for(feed.exchange)
+    assert exchange is not None  # resolve_environment refuses unknown exchanges
     try:
         keys = resolve_keys(resolved.environment.keys, EnvKeyResolver(environ))
+        credentials = exchange.load_credentials(keys)
     except MissingKeys as exc:
         raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
-    credentials = None
-    for name, fields in keys.items():
-        if "api_key" in fields and "private_key" in fields:
-            try:
-                pem = read_pem(fields["private_key"])
-                load_private_key(pem)
-            except (MissingKeys, KeyFormatError) as exc:
-                raise ConfigError(f"key '{name}' field private_key: {exc}") from None
-            credentials = Credentials(fields["api_key"], pem)
-            break
+    except CredentialsInvalid as exc:
+        raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
     data_dir = settings.data_dir or Path(resolved.environment.storage.path)
-    return Plan(resolved, credentials, data_dir)
+    return Plan(resolved, exchange, credentials, data_dir)
+
+
+def connector_options(settings: Settings) -> ConnectorOptions:
+    return ConnectorOptions(
+        silence_timeout=settings.silence_timeout,
+        max_frame_bytes=settings.max_frame_bytes,
+        subscribe_batch_size=settings.subscribe_batch_size,
+        answer_timeout=settings.answer_timeout,
+        snapshot_timeout=settings.snapshot_timeout,
+        max_deaths=settings.max_deaths,
+        death_window=settings.death_window,
+    )
 
 
 async def run(
@@ -125,10 +118,11 @@ async def run(
     r = p.resolved
     feed = r.feed.name
     log.info(
-        "environment %s: feed %s %s at %s, schema %s:%s, channels %s, writing to %s",
+        "environment %s: feed %s %s (%s) at %s, schema %s:%s, channels %s, writing to %s",
         r.environment.name,
         feed,
         r.feed_version.version,
+        p.exchange.name,
         r.feed_version.endpoint,
         r.schema.name,
         r.schema_version.version,
@@ -136,8 +130,23 @@ async def run(
         p.data_dir,
     )
 
+    events = EventLog(p.data_dir, feed, clock_ns=clock_ns)
+    connector = p.exchange.connector(
+        r,
+        p.credentials,
+        connector_options(settings),
+        events,
+        ssl_context=ssl_context,
+        clock_ns=clock_ns,
+    )
     stats = Stats(feed=feed)
-    server = HealthServer(stats, registry_for(stats), settings.http_host, settings.port)
+    server = HealthServer(
+        stats,
+        connector.metrics,
+        registry_for(stats, connector.metrics),
+        settings.http_host,
+        settings.port,
+    )
     try:
         await server.start()
     except OSError as exc:
@@ -150,20 +159,19 @@ async def run(
         return ExitCode.CONFIG_ERROR
     if on_started is not None:
         on_started(server)
+    events.record(
+        "start",
+        version=__version__,
+        environment=r.environment.name,
+        exchange=p.exchange.name,
+        feed_version=r.feed_version.version,
+        endpoint=r.feed_version.endpoint,
+        schema=f"{r.schema.name}:{r.schema_version.version}",
+        pid=os.getpid(),
+    )
 
     data = JsonlWriter(p.data_dir, feed)
     rejects = JsonlWriter(p.data_dir, feed, ".rejected.jsonl")
-    connector = KalshiConnector(
-        r.feed_version.endpoint,
-        r.environment.subscriptions,
-        stats,
-        credentials=p.credentials,
-        ssl_context=ssl_context,
-        batch_size=settings.subscribe_batch_size,
-        silence_timeout=settings.silence_timeout,
-        max_frame_bytes=settings.max_frame_bytes,
-        clock_ns=clock_ns,
-    )
     runner = Runner(
         connector,
         data,
@@ -173,7 +181,7 @@ async def run(
         flush_interval=settings.flush_interval,
         max_buffer_bytes=settings.max_buffer_bytes,
     )
-    work = asyncio.create_task(_record(connector, runner, stats), name="record")
+    work = asyncio.create_task(_record(connector, runner), name="record")
     stop_signal: list[str] = []
 
     def stop(name: str) -> None:
@@ -185,18 +193,24 @@ async def run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
+    code, reason = ExitCode.DISCONNECTED, "unexpected error"
     try:
         try:
-            code = await work
+            code, reason = await work
         except asyncio.CancelledError:
             if not stop_signal:
                 raise
-            code = ExitCode.CLEAN_STOP
-        code = await _close(connector, data, rejects, stats, code)
+            code, reason = ExitCode.CLEAN_STOP, f"{stop_signal[0]} received"
+        if code is ExitCode.DISCONNECTED:
+            events.record("disconnected", reason=reason)
+        code = await _close(connector, (data, rejects), stats, code)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.stop()
+        events.record("stop", exit_code=int(code), exit=code.name, reason=reason)
+        with contextlib.suppress(WriteFailed):
+            await asyncio.to_thread(events.close)
     log.info(
         "exiting with %d (%s) after %d messages, %d lines written",
         code,
@@ -207,37 +221,41 @@ async def run(
     return code
 
 
-async def _record(connector: KalshiConnector, runner: Runner, stats: Stats) -> ExitCode:
+async def _record(connector: Connector, runner: Runner) -> tuple[ExitCode, str]:
+    """Connect and record until the stream ends: the exit code and why."""
+    errors = connector.metrics.errors
     try:
         await connector.connect()
     except AuthRejected as exc:
-        stats.errors[ErrorType.AUTH_REJECTED] += 1
         log.error("authentication rejected: %s", exc)
-        return ExitCode.AUTH_REJECTED
+        return ExitCode.AUTH_REJECTED, str(exc)
     except SubscribeRejected as exc:
         log.error("subscription rejected: %s", exc)
-        return await _archive_what_was_read(connector, runner, ExitCode.SUBSCRIBE_REJECTED)
+        code = await _archive_what_was_read(connector, runner, ExitCode.SUBSCRIBE_REJECTED)
+        return code, str(exc)
     except Disconnected as exc:
-        stats.errors[ErrorType.DISCONNECT] += 1
+        errors[ErrorType.DISCONNECT] += 1
         log.error("disconnected: %s", exc)
-        return await _archive_what_was_read(connector, runner, ExitCode.DISCONNECTED)
+        return await _archive_what_was_read(connector, runner, ExitCode.DISCONNECTED), str(exc)
     log.info("connected and subscribed; recording")
     try:
         await runner.run()
     except WriteFailed as exc:
         log.error("storage failed: %s", exc)
-        return ExitCode.WRITE_FAILED
-    stats.errors[ErrorType.DISCONNECT] += 1
-    log.error("disconnected: %s", connector.disconnect_reason or "stream ended")
-    return ExitCode.DISCONNECTED
+        return ExitCode.WRITE_FAILED, str(exc)
+    except SubscribeRejected as exc:
+        log.error("subscription failed: %s", exc)
+        return ExitCode.SUBSCRIBE_REJECTED, str(exc)
+    errors[ErrorType.DISCONNECT] += 1
+    reason = connector.disconnect_reason or "stream ended"
+    log.error("disconnected: %s", reason)
+    return ExitCode.DISCONNECTED, reason
 
 
-async def _archive_what_was_read(
-    connector: KalshiConnector, runner: Runner, code: ExitCode
-) -> ExitCode:
+async def _archive_what_was_read(connector: Connector, runner: Runner, code: ExitCode) -> ExitCode:
     """Frames read while subscribing (answers, the error itself) are messages too.
 
-    With the socket closed, ``messages()`` yields what was already read and ends,
+    With the socket closed, ``batches()`` yields what was already read and ends,
     so the normal data path archives them.
     """
     with contextlib.suppress(Exception):
@@ -251,16 +269,14 @@ async def _archive_what_was_read(
 
 
 async def _close(
-    connector: KalshiConnector,
-    data: JsonlWriter,
-    rejects: JsonlWriter,
+    connector: Connector,
+    writers: tuple[JsonlWriter, ...],
     stats: Stats,
     code: ExitCode,
 ) -> ExitCode:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(connector.close(), 5)
-    stats.connected = stats.subscribed = False
-    for writer in (data, rejects):
+    for writer in writers:
         try:
             await asyncio.to_thread(writer.close)
         except WriteFailed as exc:

@@ -11,14 +11,15 @@ import asyncio
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .app import Settings, run
+from .app import run
 from .exitcodes import ExitCode
 from .logs import setup_logging
 from .metadata import MetadataInvalid, read_directory, validate_tree
+from .settings import DEFAULTS, SETTINGS, Settings
 from .sim.cli import sim_command
 
 app = typer.Typer(
@@ -50,59 +51,32 @@ LogFormat = Annotated[
 LogLevel = Annotated[str, typer.Option("--log-level", envvar="SSMD_LOG_LEVEL")]
 
 
+def _opt(name: str) -> Any:
+    """The option of setting ``name``: flag, variable and help from ``settings.SETTINGS``."""
+    setting = SETTINGS[name]
+    return typer.Option(setting.flag, envvar=setting.envvar, help=setting.help)
+
+
 def connector_command(
     env: Annotated[
         str, typer.Option("--env", envvar="SSMD_ENV", help="Environment name in environments/.")
     ],
-    config_dir: ConfigDir = Path("exchanges"),
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            envvar="SSMD_DATA_DIR",
-            help="Where to write; overrides the environment's storage.path.",
-        ),
-    ] = None,
-    port: Annotated[
-        int,
-        typer.Option("--port", envvar="SSMD_HTTP_PORT", help="Port for /health, /ready, /metrics."),
-    ] = 8080,
-    http_host: Annotated[str, typer.Option("--http-host", envvar="SSMD_HTTP_HOST")] = "0.0.0.0",  # noqa: S104
-    silence_timeout: Annotated[
-        float,
-        typer.Option(
-            "--silence-timeout",
-            envvar="SSMD_SILENCE_TIMEOUT",
-            help="Seconds without data or heartbeat before the connection counts as dead.",
-        ),
-    ] = 30.0,
-    flush_interval: Annotated[
-        float,
-        typer.Option(
-            "--flush-interval",
-            envvar="SSMD_FLUSH_INTERVAL",
-            help="Seconds to gather a batch before handing it to the OS.",
-        ),
-    ] = 0.001,
+    config_dir: ConfigDir = DEFAULTS.config_dir,
+    data_dir: Annotated[Path | None, _opt("data_dir")] = DEFAULTS.data_dir,
+    port: Annotated[int, _opt("port")] = DEFAULTS.port,
+    http_host: Annotated[str, _opt("http_host")] = DEFAULTS.http_host,
+    silence_timeout: Annotated[float, _opt("silence_timeout")] = DEFAULTS.silence_timeout,
+    flush_interval: Annotated[float, _opt("flush_interval")] = DEFAULTS.flush_interval,
     subscribe_batch_size: Annotated[
-        int,
-        typer.Option(
-            "--subscribe-batch-size",
-            envvar="SSMD_SUBSCRIBE_BATCH_SIZE",
-            help="Market tickers per subscribe command.",
-        ),
-    ] = 256,
-    max_frame_bytes: Annotated[
-        int, typer.Option("--max-frame-bytes", envvar="SSMD_MAX_FRAME_BYTES")
-    ] = 8 << 20,
-    ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca-file",
-            envvar="SSMD_CA_FILE",
-            help="Extra CA bundle to trust for wss:// (e.g. a simulator's).",
-        ),
-    ] = None,
+        int, _opt("subscribe_batch_size")
+    ] = DEFAULTS.subscribe_batch_size,
+    answer_timeout: Annotated[float, _opt("answer_timeout")] = DEFAULTS.answer_timeout,
+    snapshot_timeout: Annotated[float, _opt("snapshot_timeout")] = DEFAULTS.snapshot_timeout,
+    max_deaths: Annotated[int, _opt("max_deaths")] = DEFAULTS.max_deaths,
+    death_window: Annotated[float, _opt("death_window")] = DEFAULTS.death_window,
+    max_frame_bytes: Annotated[int, _opt("max_frame_bytes")] = DEFAULTS.max_frame_bytes,
+    max_buffer_bytes: Annotated[int, _opt("max_buffer_bytes")] = DEFAULTS.max_buffer_bytes,
+    ca_file: Annotated[Path | None, _opt("ca_file")] = DEFAULTS.ca_file,
     log_format: LogFormat = "auto",
     log_level: LogLevel = "info",
 ) -> None:
@@ -117,7 +91,12 @@ def connector_command(
         silence_timeout=silence_timeout,
         flush_interval=flush_interval,
         subscribe_batch_size=subscribe_batch_size,
+        answer_timeout=answer_timeout,
+        snapshot_timeout=snapshot_timeout,
+        max_deaths=max_deaths,
+        death_window=death_window,
         max_frame_bytes=max_frame_bytes,
+        max_buffer_bytes=max_buffer_bytes,
         ca_file=ca_file,
     )
     raise typer.Exit(int(asyncio.run(run(settings))))

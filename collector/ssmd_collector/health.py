@@ -1,7 +1,7 @@
 """HTTP endpoints for Kubernetes and Prometheus: ``/health``, ``/ready``, ``/metrics``.
 
-They only read ``Stats`` (plain attributes), so a scrape never waits on, or
-slows, the data path.
+They only read plain attributes (the runner's ``Stats``, the connector's
+``ConnectorMetrics``), so a scrape never waits on, or slows, the data path.
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from .connectors import ConnectorMetrics
 from .metrics import Stats
 
 
 class HealthServer:
-    def __init__(self, stats: Stats, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        connection: ConnectorMetrics,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+    ) -> None:
         self.stats = stats
+        self.connection = connection
         self.registry = registry
         self.host = host
         self.port = port
@@ -45,9 +54,14 @@ class HealthServer:
         return _json(200, {"status": "ok"})
 
     async def _ready(self, _: web.Request) -> web.Response:
-        s = self.stats
-        body = {"ready": s.ready, "connected": s.connected, "subscribed": s.subscribed}
-        return _json(200 if s.ready else 503, body)
+        c = self.connection
+        body = {
+            "ready": c.ready,
+            "connected": c.connected,
+            "subscriptions_live": c.subscriptions_live,
+            "subscriptions_wanted": c.subscriptions_wanted,
+        }
+        return _json(200 if c.ready else 503, body)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(

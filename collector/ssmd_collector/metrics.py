@@ -1,8 +1,9 @@
 """Prometheus metrics of the collector: names defined once, values read at scrape time.
 
-The hot path only bumps plain integers on ``Stats``; ``StatsCollector`` turns
-them into metric families when ``/metrics`` is scraped. That keeps per-message
-cost to an attribute increment instead of a locked ``Counter.inc()``.
+Each component owns its counters as plain attributes: the data path its ``Stats``,
+the connector its ``ConnectorMetrics``. ``CollectorMetrics`` turns them into metric
+families when ``/metrics`` is scraped. That keeps per-message cost to an attribute
+increment instead of a locked ``Counter.inc()``.
 Labels stay low-cardinality: feed, error type, channel; never a market ticker.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,11 +25,21 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .connectors import ConnectorMetrics
+
 MESSAGES = "ssmd_messages"  # counter; exposed as ssmd_messages_total
 ERRORS = "ssmd_errors"
 CONNECTED = "ssmd_connected"
 LAST_MESSAGE = "ssmd_last_message_timestamp"
 SEQUENCE_GAPS = "ssmd_sequence_gaps"
+SEQUENCE_DUPLICATES = "ssmd_sequence_duplicates"
+EXCHANGE_ERRORS = "ssmd_exchange_errors"
+SUBSCRIPTIONS_WANTED = "ssmd_subscriptions_wanted"
+SUBSCRIPTION_DEATHS = "ssmd_subscription_deaths"
+RECOVERIES = "ssmd_recoveries"
+SUBSCRIBED_MARKETS = "ssmd_subscribed_markets"
+OVERFLOW_MARKETS = "ssmd_subscription_overflow_markets"
 BYTES_WRITTEN = "ssmd_bytes_written"
 LINES_WRITTEN = "ssmd_lines_written"
 QUEUE_DEPTH = "ssmd_queue_depth"
@@ -103,35 +115,29 @@ class LatencyHistogram:
 
 @dataclass
 class Stats:
-    """Live counters and state of one collector, shared by the data path and HTTP."""
+    """Counters of the data path (runner and writer); the HTTP side only reads them."""
 
     feed: str
     messages: int = 0
     last_message_ns: int = 0
     bytes_written: int = 0
     lines_written: int = 0
-    connected: bool = False
-    subscribed: bool = False
-    subscriptions: int = 0
     last_flush_seconds: float = 0.0
     errors: Tally[str] = field(default_factory=Tally)
-    gaps: Tally[str] = field(default_factory=Tally)
-    """Sequence gaps by channel."""
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
     """Returns (lines, bytes) received but not yet handed to the OS."""
 
-    @property
-    def ready(self) -> bool:
-        return self.connected and self.subscribed
 
+class CollectorMetrics(Collector):
+    """Every collector metric, gathered from the components that own the values."""
 
-class StatsCollector(Collector):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, connector: ConnectorMetrics) -> None:
         self.stats = stats
+        self.connector = connector
 
     def collect(self) -> Iterator[Metric]:
-        s = self.stats
+        s, c = self.stats, self.connector
         feed = [s.feed]
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -140,28 +146,80 @@ class StatsCollector(Collector):
             return g
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            c = CounterMetricFamily(name, doc, labels=["feed"])
-            c.add_metric(feed, value)
-            return c
+            family = CounterMetricFamily(name, doc, labels=["feed"])
+            family.add_metric(feed, value)
+            return family
+
+        def by(
+            kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+            name: str,
+            doc: str,
+            label: str,
+            values: Mapping[str, float] | Mapping[int, float],
+        ) -> Metric:
+            family = kind(name, doc, labels=["feed", label])
+            for key, n in sorted(values.items()):
+                family.add_metric([s.feed, str(key)], n)
+            return family
 
         yield counter(MESSAGES, "Messages received from the exchange (incl. rejected).", s.messages)
-        errors = CounterMetricFamily(ERRORS, "Errors by type.", labels=["feed", "type"])
-        for kind, n in sorted(s.errors.items()):
-            errors.add_metric([s.feed, kind], n)
-        yield errors
-        gaps = CounterMetricFamily(
-            SEQUENCE_GAPS, "Breaks in a subscription's seq numbers.", labels=["feed", "channel"]
+        yield by(CounterMetricFamily, ERRORS, "Errors by type.", "type", s.errors + c.errors)
+        yield by(
+            CounterMetricFamily,
+            EXCHANGE_ERRORS,
+            "Error frames from the exchange by its error code.",
+            "code",
+            c.exchange_errors,
         )
-        for channel, n in sorted(s.gaps.items()):
-            gaps.add_metric([s.feed, channel], n)
-        yield gaps
-        yield gauge(CONNECTED, "1 while the WebSocket is open.", float(s.connected))
-        yield gauge(READY, "1 while connected and subscribed.", float(s.ready))
+        yield by(
+            CounterMetricFamily,
+            SEQUENCE_GAPS,
+            "Breaks in a subscription's seq numbers.",
+            "channel",
+            c.gaps,
+        )
+        yield by(
+            CounterMetricFamily,
+            SEQUENCE_DUPLICATES,
+            "Repeated or out-of-order seq numbers.",
+            "channel",
+            c.duplicates,
+        )
+        yield by(
+            CounterMetricFamily,
+            SUBSCRIPTION_DEATHS,
+            "Subscriptions the exchange ended (errors 10, 17, 25).",
+            "channel",
+            c.deaths,
+        )
+        recoveries = CounterMetricFamily(
+            RECOVERIES, "Order book recoveries by outcome.", labels=["feed", "channel", "outcome"]
+        )
+        for (channel, outcome), n in sorted(c.recoveries.items()):
+            recoveries.add_metric([s.feed, channel, outcome], n)
+        yield recoveries
+        yield by(
+            GaugeMetricFamily,
+            SUBSCRIBED_MARKETS,
+            "Markets confirmed per market-filtered channel.",
+            "channel",
+            c.markets,
+        )
+        yield by(
+            GaugeMetricFamily,
+            OVERFLOW_MARKETS,
+            "Markets the exchange refused to add (its per-subscription limit).",
+            "channel",
+            c.overflow,
+        )
+        yield gauge(CONNECTED, "1 while the WebSocket is open.", float(c.connected))
+        yield gauge(READY, "1 while connected and every subscription is live.", float(c.ready))
         yield gauge(
             LAST_MESSAGE, "Unix time of the last message received.", s.last_message_ns / 1e9
         )
+        yield gauge(SUBSCRIPTIONS, "Channel subscriptions live.", c.subscriptions_live)
         yield gauge(
-            SUBSCRIPTIONS, "Channel subscriptions confirmed by the exchange.", s.subscriptions
+            SUBSCRIPTIONS_WANTED, "Channel subscriptions configured.", c.subscriptions_wanted
         )
         yield counter(BYTES_WRITTEN, "Bytes appended to archive files.", s.bytes_written)
         yield counter(LINES_WRITTEN, "Lines appended to archive files.", s.lines_written)
@@ -182,8 +240,8 @@ class StatsCollector(Collector):
         yield info
 
 
-def registry_for(stats: Stats) -> CollectorRegistry:
+def registry_for(stats: Stats, connector: ConnectorMetrics) -> CollectorRegistry:
     """A registry of its own (not the global one), so tests can run many collectors."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StatsCollector(stats))
+    registry.register(CollectorMetrics(stats, connector))
     return registry

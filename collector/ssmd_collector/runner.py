@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .connectors import Connector, Delivery, Rejection
 from .framing import LineFramer, Timestamper
-from .interfaces import Connector, Writer
+from .interfaces import Writer
 from .metrics import LATENCY_SAMPLE_EVERY, ErrorType, Stats
 from .writer import WriteFailed
 
@@ -114,12 +115,11 @@ class Runner:
             if self._buffered_bytes + self._flight_bytes >= self.max_buffer_bytes:
                 await self._wait_for_room()
 
-    def _add(self, batch: list[tuple[int, bool, bytes]]) -> None:
-        """Stamp, validate and frame a batch into the buffer (no await: the flusher
-        cannot swap the buffer out from under it)."""
+    def _add(self, batch: list[Delivery]) -> None:
+        """Stamp and frame a batch into the buffer, each message as its verdict says (no
+        await: the flusher cannot swap the buffer out from under it)."""
         stamp = self._stamp
         frame = self.framer.line
-        check = self.connector.check
         stats = self.stats
         data = self.data
         last_ns, day, ts = self._last_stamp
@@ -128,15 +128,14 @@ class Runner:
         count = stats.messages
         added_lines = added_bytes = 0
         was_empty = not self._buffered_lines
-        for ns, text, payload in batch:
+        for ns, payload, rejection in batch:
             count += 1
             if ns != last_ns:  # messages from one TCP read share a stamp
                 last_ns = ns
                 day, ts = stamp(ns)
-            problem = check(payload) if text else "binary message"
-            if problem is not None:
+            if rejection is not None:
                 stats.messages = count
-                self._reject(day, ts, payload, text, problem)
+                self._reject(day, ts, payload, rejection)
                 seg = None
                 continue
             if seg is None or seg.day != day:
@@ -157,9 +156,10 @@ class Runner:
         if was_empty and self._buffered_lines:
             self._wake.set()
 
-    def _reject(self, day: str, ts: bytes, raw: bytes, text: bool, error: str) -> None:
+    def _reject(self, day: str, ts: bytes, raw: bytes, rejection: Rejection) -> None:
         """Keep a message that is not JSON in ``<feed>.rejected.jsonl`` and count it."""
-        reason = ErrorType.INVALID_JSON if text else ErrorType.BINARY_FRAME
+        reason, error = rejection
+        text = reason != ErrorType.BINARY_FRAME
         self.stats.errors[reason] += 1
         n = self.stats.errors[reason]
         if n <= 10 or n % _LOG_EVERY_REJECT == 0:

@@ -12,12 +12,6 @@ from dataclasses import dataclass, field
 DEFAULT_CHANNELS: tuple[str, ...] = ("ticker", "trade", "market_lifecycle_v2")
 """Public all-market channels subscribed to when an environment lists no subscriptions."""
 
-PUBLIC_CHANNELS = frozenset({"ticker", "ticker_v2", "trade", "market_lifecycle_v2", "multivariate"})
-"""Kalshi channels that do not need an authenticated connection."""
-
-TICKER_CHANNELS = frozenset({"orderbook_delta"})
-"""Kalshi channels that only make sense for explicit market tickers."""
-
 
 @dataclass(frozen=True)
 class FeedVersion:
@@ -43,6 +37,8 @@ class Feed:
     status: str
     versions: tuple[FeedVersion, ...]
     file: str
+    exchange: str = "kalshi"
+    """Which exchange plug-in speaks this feed (``ssmd_collector.connectors``)."""
 
     def version_on(self, day: dt.date) -> FeedVersion | None:
         """The version in force on ``day``: the latest ``effective_from <= day`` still open."""

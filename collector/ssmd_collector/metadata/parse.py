@@ -17,8 +17,6 @@ from .errors import Problem, describe
 from .fields import NAME_EXPECTED, NAME_RE, Fields
 from .model import (
     DEFAULT_CHANNELS,
-    PUBLIC_CHANNELS,
-    TICKER_CHANNELS,
     Catalog,
     Environment,
     Feed,
@@ -161,7 +159,8 @@ def _feed(f: Fields, stem: str) -> Feed | None:
     if name is None or ftype is None or not versions:
         return None
     display = f.text("display_name", required=False) or name
-    return Feed(name, display, ftype, status, versions, f.file)
+    exchange = f.text("exchange", required=False) or "kalshi"
+    return Feed(name, display, ftype, status, versions, f.file, exchange)
 
 
 def _feed_version(v: Fields) -> FeedVersion | None:
@@ -242,9 +241,8 @@ def _environment(f: Fields, stem: str) -> Environment | None:
     keys = _keys(f)
     transport = _transport(f)
     storage = _storage(f)
+    # Channel rules belong to the feed's exchange: checked on resolution (resolve.py).
     subscriptions = _subscriptions(f)
-    if subscriptions is not None and not _check_channels(f, subscriptions, bool(keys)):
-        subscriptions = None
     if (
         name is None
         or feed is None
@@ -358,27 +356,3 @@ def _subscriptions(f: Fields) -> tuple[Subscription, ...] | None:
             continue
         subs.append(Subscription(channels, tickers))
     return tuple(subs) if ok and subs else None
-
-
-def _check_channels(f: Fields, subscriptions: tuple[Subscription, ...], has_keys: bool) -> bool:
-    ok = True
-    for i, sub in enumerate(subscriptions):
-        private = sorted(set(sub.channels) - PUBLIC_CHANNELS)
-        if private and not has_keys:
-            ok = False
-            f.problem(
-                f"subscriptions[{i}].channels",
-                "only public channels ("
-                + ", ".join(sorted(PUBLIC_CHANNELS))
-                + ") when the environment has no keys",
-                private,
-            )
-        needs_tickers = sorted(set(sub.channels) & TICKER_CHANNELS)
-        if needs_tickers and not sub.market_tickers:
-            ok = False
-            f.problem(
-                f"subscriptions[{i}].market_tickers",
-                f"market tickers for {', '.join(needs_tickers)}",
-                None,
-            )
-    return ok

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
-from .errors import MetadataInvalid, Problem
+from .errors import MetadataInvalid, Problem, describe
 from .fields import NAME_EXPECTED, NAME_RE
-from .model import Catalog, Resolved, Schema
+from .model import Catalog, Environment, Feed, Resolved, Schema
 from .parse import parse_tree
 
 T = TypeVar("T")
@@ -119,9 +119,28 @@ def _resolve(
         else:
             _check_hash(catalog, schema, schema.versions.index(schema_version), problems)
 
+    if feed is not None:
+        _check_subscriptions(env, feed, problems)
     if feed is None or feed_version is None or schema is None or schema_version is None:
         return None, problems
     return Resolved(env, feed, feed_version, schema, schema_version, day), problems
+
+
+def _check_subscriptions(env: Environment, feed: Feed, problems: list[Problem]) -> None:
+    """The environment's subscriptions, by the rules of its feed's exchange."""
+    # Imported here: the plug-ins use the metadata models, so a module-level import
+    # would be circular.
+    from ..connectors import EXCHANGES, exchange_for
+
+    exchange = exchange_for(feed.exchange)
+    if exchange is None:
+        known = ", ".join(sorted(EXCHANGES))
+        problems.append(Problem(feed.file, "exchange", f"one of {known}", repr(feed.exchange)))
+        return
+    for field, expected, found in exchange.check_subscriptions(
+        env.subscriptions, has_keys=bool(env.keys)
+    ):
+        problems.append(Problem(env.file, field, expected, describe(found)))
 
 
 def _own(parse_problems: list[Problem], path: str) -> list[Problem]:

@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ssmd_collector import signing
+from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.sim.market import Feed
 from ssmd_collector.sim.protocol import Commands
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -73,3 +74,14 @@ def auth_headers(
         TIMESTAMP_HEADER: str(ts),
         SIGNATURE_HEADER: sign(key, ts, "GET", path),
     }
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A Kalshi API key id and its private key (PEM), as resolved from the environment."""
+
+    api_key: str
+    private_key_pem: bytes
+
+    def __repr__(self) -> str:  # never let key material reach a log or traceback
+        return "Credentials(api_key=<redacted>, private_key_pem=<redacted>)"
