@@ -54,7 +54,7 @@ def test_connector_help_documents_exit_codes() -> None:
 
 
 async def test_sigterm_mid_stream_exits_0_with_only_whole_lines(tmp_path: Path) -> None:
-    async with SimServer(SimConfig(port=0, rate=0, heartbeat=0, ending=Ending.NONE)) as sim:
+    async with SimServer(SimConfig(port=0, rate=0, heartbeat=0, ending=Ending.NONE, allow_unsigned=True)) as sim:
         tree = make_tree(tmp_path, sim.url)
         proc = await asyncio.create_subprocess_exec(
             BIN / "ssmd-connector",

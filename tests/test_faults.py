@@ -40,6 +40,8 @@ KALSHI_HEARTBEAT_S = 10.0
 
 def sim_config(**kw: Any) -> SimConfig:
     defaults: dict[str, Any] = {"port": 0, "rate": 0, "heartbeat": 0, "seed": 11}
+    # The collector under test signs only when a key is configured: unsigned otherwise.
+    defaults["allow_unsigned"] = "public_key_pem" not in kw
     return SimConfig(**(defaults | kw))
 
 

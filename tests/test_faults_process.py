@@ -43,6 +43,8 @@ START_TIMEOUT = 15.0
 
 def sim_config(**kw: Any) -> SimConfig:
     defaults: dict[str, Any] = {"port": 0, "rate": 0, "heartbeat": 0, "seed": 21}
+    # The collector under test signs only when a key is configured: unsigned otherwise.
+    defaults["allow_unsigned"] = "public_key_pem" not in kw
     return SimConfig(**(defaults | kw))
 
 
