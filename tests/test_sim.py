@@ -307,6 +307,16 @@ async def test_error_answers_have_kalshis_codes_and_shape(
         assert await recv(ws) == compact(expected)
 
 
+def test_error_codes_1_to_28_are_named_and_any_other_int_is_accepted() -> None:
+    assert [c.value for c in ErrorCode] == list(range(1, 29))
+    assert ErrorCode(25).name == "BUFFER_OVERFLOW"
+    assert ErrorCode(26).text == "Subscription market limit exceeded"
+    later = ErrorCode(29)  # a code Kalshi added after this enum was written
+    assert (later.name, later.text, later == 29) == ("UNKNOWN_29", "Error 29", True)
+    with pytest.raises(ValueError, match="not a valid ErrorCode"):
+        ErrorCode("25")
+
+
 async def test_a_malformed_ticker_is_invalid_parameter_naming_it_never_retired_16() -> None:
     async with sim() as server, client(server.url) as ws:
         await ws.send(cmd(1, "subscribe", channels=["ticker"], market_tickers=["ok-not"]))

@@ -73,7 +73,8 @@ class ErrorCode(enum.IntEnum):
     """Kalshi's WebSocket error codes (the ``msg.code`` of an ``error`` answer).
 
     16 and 17 are retired (never sent by the simulator); they stay named so a reader
-    of recorded frames can tell them. Kalshi may add codes: a client must accept any int.
+    of recorded frames can tell them. Kalshi may add codes, so ``ErrorCode(n)`` accepts
+    any int: unknown ones become ``UNKNOWN_<n>`` members.
     """
 
     UNABLE_TO_PROCESS = 1
@@ -105,9 +106,20 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_REQUESTS = 27
     UNDERLYING_TICKERS_REQUIRED = 28
 
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorCode | None:
+        # Any other int is a code Kalshi added later (a third-party enum already has 29):
+        # a pseudo-member named UNKNOWN_<n>, so an error frame never fails to parse.
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNKNOWN_{value}"
+        member._value_ = value
+        return member
+
     @property
     def text(self) -> str:
-        return _ERROR_TEXT[self]
+        return _ERROR_TEXT.get(self, f"Error {int(self)}")
 
 
 _ERROR_TEXT = {
