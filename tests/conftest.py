@@ -1,4 +1,4 @@
-"""Shared test fixtures: TLS material for wss on loopback, RSA and Ed25519 key pairs, a free port."""
+"""Shared test fixtures: TLS for wss on loopback, RSA and Ed25519 key pairs, a free port."""
 
 from __future__ import annotations
 
