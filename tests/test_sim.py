@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from deadlines import deadline, within
+from deadlines import deadline, wait_until, within
 from tls_material import TLS
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
@@ -882,6 +882,29 @@ async def test_a_terminal_error_ends_the_sid_with_sid_and_seq_on_the_error(
     assert after[-31] == json.loads(error(2, 7, "Unknown subscription ID"))
     assert all(f["sid"] == 1 for f in after if f.get("id") != 2)
     assert session.subscriptions() == {1: "ticker"}
+
+
+async def test_a_slow_consumer_gets_error_25_on_every_data_sid() -> None:
+    config = {"rate": 0, "overflow_bytes": 100_000}
+    async with sim(**config) as server, client(server.url, max_queue=1) as ws:
+        await ws.send(cmd(1, "subscribe", channels=["ticker", "trade", "fill"]))
+        session = await server.wait_session()
+        # Not reading: the kernel's socket buffers fill, then the sim's own.
+        await wait_until(lambda: session.overflowed, "the sim to see an overflow")
+        frames = await until(ws, lambda f: f.get("type") == "error" and f["sid"] == 2)
+        await ws.send(json.dumps({"id": 2, "cmd": "list_subscriptions"}))
+        frames += await until(ws, lambda f: f.get("id") == 2)
+    errors = [f for f in frames if f.get("type") == "error"]
+    last_trade = max(f["seq"] for f in frames if f.get("type") == "trade")
+    assert errors == [
+        {"sid": 1, "seq": 1, "type": "error",
+         "msg": {"code": 25, "msg": "Subscription buffer overflow"}},
+        {"sid": 2, "seq": last_trade + 1, "type": "error",
+         "msg": {"code": 25, "msg": "Subscription buffer overflow"}},
+    ]  # fmt: skip
+    after = frames[frames.index(errors[-1]) + 1 :]
+    assert after == [{"id": 2, "type": "ok", "msg": [{"channel": "fill", "sid": 3}]}]
+    assert session.overflowed == [1, 2]  # fill produces nothing, so it lives on
 
 
 async def test_unknown_frame_types_and_extra_fields() -> None:

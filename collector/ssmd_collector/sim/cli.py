@@ -77,6 +77,10 @@ def sim_command(
         bool,
         typer.Option("--extra-fields", help="Add unknown fields to every data frame."),
     ] = False,
+    overflow_bytes: Annotated[
+        int | None,
+        typer.Option(help="End data sids with error 25 once this many bytes wait unsent."),
+    ] = None,
     certfile: Annotated[
         Path | None,
         typer.Option(help="PEM certificate chain: serve wss:// (needs --keyfile).", exists=True),
@@ -108,6 +112,7 @@ def sim_command(
         max_markets_per_subscription=max_markets_per_subscription,
         max_commands_per_second=max_commands_per_second,
         extra_fields=extra_fields,
+        overflow_bytes=overflow_bytes,
         seed=seed,
         rate=rate,
         messages=messages,

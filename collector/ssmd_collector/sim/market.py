@@ -327,6 +327,10 @@ class Feed:
         """Whether :meth:`take` would return anything."""
         return bool(self._pending or self._table)
 
+    def streaming_sids(self) -> list[int]:
+        """The sids that produce data frames (channels the sim keeps quiet do not)."""
+        return [stream.sid for _, stream, _ in self._table]
+
     def market(self, ticker: str) -> Market:
         """The market named ``ticker``, created on first use (any well-formed ticker)."""
         found = self._market_by_ticker.get(ticker)

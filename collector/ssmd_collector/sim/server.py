@@ -143,6 +143,10 @@ class SimConfig:
     extra_fields: bool = False
     """Add unknown fields to every data frame, in ``msg`` and in the envelope (a feed
     that grew fields the client does not know); see also ``SimSession.extra_fields``."""
+    overflow_bytes: int | None = None
+    """A slow consumer's fate: once more than this many bytes wait unsent on a
+    connection, every sid producing data ends with error 25 (scoped: ``sid``, ``seq``).
+    Keep it below 262144 (the write buffer's high-water mark) or it is never reached."""
 
     def limits(self) -> CommandLimits:
         return CommandLimits(
@@ -181,6 +185,8 @@ class SimSession:
     """Set when the ending has been applied or the connection closed."""
     extra_fields: bool = False
     """While True, every data frame sent gets unknown fields (``msg`` and envelope)."""
+    overflowed: list[int] = field(default_factory=list)
+    """sids ended by error 25 because the client read too slowly (``overflow_bytes``)."""
     _connection: ServerConnection | None = field(default=None, repr=False)
     _conversation: _Conversation | None = field(default=None, repr=False)
 
@@ -531,10 +537,23 @@ class _Conversation:
             session.data_sent += len(frames)
             if remaining is not None:
                 remaining -= len(frames)
+            limit = config.overflow_bytes
+            if limit is not None and self.connection.transport.get_write_buffer_size() > limit:
+                self._overflow()
             await self.connection.drain()
             if rate <= 0:
                 await asyncio.sleep(0)  # let the reader and the heartbeat run
         await self._end()
+
+    def _overflow(self) -> None:
+        """A slow consumer: end every data-producing sid with error 25, as Kalshi does
+        when a subscription's outbound buffer fills."""
+        ended = [
+            self.commands.end_subscription(sid, ErrorCode.BUFFER_OVERFLOW)
+            for sid in self.feed.streaming_sids()
+        ]
+        self.session.overflowed.extend(json.loads(frame)["sid"] for frame in ended)
+        self.write(ended, data=False)
 
     async def _end(self) -> None:
         ending = self.config.ending
