@@ -66,8 +66,12 @@ _H64 = struct.Struct("!BBQ")
 _EXTRA_MSG = ',"sim_future_field":{"added":"2099-01-01","values":[1,"a",null]}}'
 _EXTRA_TOP = ',"sim_future_envelope":true}'
 """Unknown fields appended inside ``msg`` and to the envelope of each data frame when
-extra fields are on: data frames end with the ``msg`` object, so ``frame[:-2]`` is the
-inside of ``msg`` and ``frame[:-1]`` the inside of the envelope."""
+extra fields are on."""
+
+
+def _with_extra_fields(frame: str) -> str:
+    # Data frames end with the msg object: frame[:-2] is the inside of msg.
+    return f"{frame[:-2]}{_EXTRA_MSG}{_EXTRA_TOP}"
 
 
 def _header(opcode: int, length: int) -> bytes:
@@ -169,7 +173,8 @@ class SimSession:
 
     Fault injection (all act between two batches of data, so frames stay whole):
     :meth:`skip_seq`, :meth:`duplicate_last`, :meth:`end_subscription`,
-    :meth:`send_unknown_type`, :attr:`extra_fields`, :meth:`send_raw`.
+    :meth:`send_unknown_type`, :attr:`extra_fields`, :meth:`send_raw`; and from the
+    config, ``SimConfig.overflow_bytes`` (sids ended by it are listed in ``overflowed``).
     """
 
     request_headers: dict[str, str]
@@ -217,6 +222,8 @@ class SimSession:
         frame = self._subscription(sid).last
         if not frame:
             raise ValueError(f"sid {sid} has sent no sequenced data frame yet")
+        if self.extra_fields:
+            frame = _with_extra_fields(frame)  # as the original went out
         await self._send([frame])
         return frame
 
@@ -276,8 +283,9 @@ class SimSession:
 class SimServer:
     """The simulated exchange, as an async context manager::
 
-    async with SimServer(SimConfig(port=0)) as sim:
-        async with websockets.connect(sim.url) as ws: ...
+    async with SimServer(SimConfig(port=0, public_key_pem=pem)) as sim:
+        headers = signing.auth_headers(key_id, private_key)
+        async with websockets.connect(sim.url, additional_headers=headers) as ws: ...
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -467,7 +475,7 @@ class _Conversation:
         if self.connection.protocol.state is not State.OPEN:
             return False
         if data and self.session.extra_fields:
-            frames = [f"{f[:-2]}{_EXTRA_MSG}{_EXTRA_TOP}" for f in frames]
+            frames = [_with_extra_fields(f) for f in frames]
         parts: list[bytes] = []
         for frame in frames:
             payload = frame.encode()
