@@ -22,7 +22,7 @@ from ssmd_collector.sim import universe
 
 SEED = 7
 CHANNELS = ("ticker", "trade", "orderbook_delta")
-"""Mixed public and private (signed) channels: frames of ~245-455 bytes, mean ~312."""
+"""Mixed public and private (signed) channels: frames of ~247-477 bytes, mean ~329."""
 API_KEY_ID = "bench-key"
 FEED = "kalshi-sim"
 """The feed name of the simulator in exchanges/: the collector's archive is <feed>.jsonl."""

@@ -1,4 +1,4 @@
-"""Shared test fixtures: TLS material for wss on loopback, an RSA key pair, a free port."""
+"""Shared test fixtures: TLS for wss on loopback, RSA and Ed25519 key pairs, a free port."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ssl
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import settings
 from tls_material import TLS
 
@@ -64,6 +64,21 @@ def rsa_keys() -> tuple[bytes, bytes]:
 def other_rsa_keys() -> tuple[bytes, bytes]:
     """A second, unrelated key pair: signatures from it must be rejected."""
     return _key_pair()
+
+
+@pytest.fixture(scope="session")
+def ed25519_keys() -> tuple[bytes, bytes]:
+    """(private PKCS#8 PEM, public PEM) of one Ed25519 key: the kind Kalshi issues by default."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_pem, public_pem
 
 
 @pytest.fixture

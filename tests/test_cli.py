@@ -57,7 +57,9 @@ def test_connector_help_documents_exit_codes() -> None:
 
 
 async def test_sigterm_mid_stream_exits_0_with_only_whole_lines(tmp_path: Path) -> None:
-    async with SimServer(SimConfig(port=0, rate=0, heartbeat=0, ending=Ending.NONE)) as sim:
+    async with SimServer(
+        SimConfig(port=0, rate=0, heartbeat=0, ending=Ending.NONE, allow_unsigned=True)
+    ) as sim:
         tree = make_tree(tmp_path, sim.url)
         proc = await asyncio.create_subprocess_exec(
             BIN / "ssmd-connector",
@@ -95,3 +97,36 @@ async def test_sigterm_mid_stream_exits_0_with_only_whole_lines(tmp_path: Path) 
     logs = [json.loads(line) for line in stderr.decode().splitlines()]
     assert {"ts", "level", "logger", "msg"} <= set(logs[0])
     assert any("SIGTERM received" in entry["msg"] for entry in logs)
+
+
+async def test_demo_signs_with_a_throwaway_key_and_records(tmp_path: Path, free_port: int) -> None:
+    """``ssmd demo`` needs no credentials, yet its simulator requires signed handshakes:
+    data arriving proves the collector signed with the demo's own key pair."""
+    tree = make_tree(tmp_path, f"ws://127.0.0.1:{free_port}/trade-api/ws/v2")
+    data_dir = tmp_path / "demo-data"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "SSMD_"))}
+    proc = await asyncio.create_subprocess_exec(
+        BIN / "ssmd", "demo", "--config-dir", str(tree), "--env", "kalshi-sim",
+        "--data-dir", str(data_dir), "--port", "0", "--rate", "500",
+        stderr=asyncio.subprocess.PIPE, env={**environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+
+        def recorded() -> list[str]:
+            files = list(data_dir.glob("*/kalshi-sim.jsonl"))
+            return files[0].read_text().splitlines() if files else []
+
+        await wait_until(lambda: len(recorded()) >= 100, "the demo to record 100 lines")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await within(proc.communicate(), "the demo to stop")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == ExitCode.CLEAN_STOP, stderr.decode()[-2000:]
+    log = stderr.decode()
+    assert "unsigned" not in log
+    assert "rejected handshake" not in log
+    assert "BEGIN PRIVATE KEY" not in log
+    types = {json.loads(m.group(3))["type"] for m in map(LINE.match, recorded()) if m}
+    assert {"subscribed", "ticker"} <= types

@@ -31,6 +31,10 @@ KEY_ENV = {
 
 def sim_config(**kw: Any) -> SimConfig:
     defaults: dict[str, Any] = {"port": 0, "rate": 0, "heartbeat": 0, "seed": 7}
+    # The collector under test signs only when a key is configured: unsigned otherwise.
+    # No skew check: these tests are not about it, and a slow signer must not fail them.
+    defaults["allow_unsigned"] = "public_key_pem" not in kw
+    defaults["timestamp_window"] = None
     return SimConfig(**(defaults | kw))
 
 
@@ -167,12 +171,12 @@ async def test_subscribe_error_answer_stops_with_its_message(
             tree, environ={"KALSHI_API_KEY": "k", "KALSHI_PRIVATE_KEY": rsa_keys[0].decode()}
         )
     assert run.code == ExitCode.SUBSCRIBE_REJECTED
-    assert "code 8" in caplog.text
+    assert "subscribe of cfbenchmarks_value refused by the exchange: code 24" in caplog.text
     # What was read before leaving is archived, the error answer included; the
     # simulator kept streaming ticker data we never read, hence a prefix.
     data = run.data()
     assert data == sim.sessions[0].sent[: len(data)]
-    assert any('"type":"error"' in d and '"code":8' in d for d in data)
+    assert any('"type":"error"' in d and '"code":24' in d for d in data)
 
 
 async def test_missing_keys_is_a_config_error_naming_variables(

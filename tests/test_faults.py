@@ -41,6 +41,10 @@ KALSHI_HEARTBEAT_S = 10.0
 
 def sim_config(**kw: Any) -> SimConfig:
     defaults: dict[str, Any] = {"port": 0, "rate": 0, "heartbeat": 0, "seed": 11}
+    # The collector under test signs only when a key is configured: unsigned otherwise.
+    # No skew check: these tests are not about it, and a slow signer must not fail them.
+    defaults["allow_unsigned"] = "public_key_pem" not in kw
+    defaults["timestamp_window"] = None
     return SimConfig(**(defaults | kw))
 
 

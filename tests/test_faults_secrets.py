@@ -57,6 +57,10 @@ START_TIMEOUT = 30.0
 
 def sim_config(**kw: Any) -> SimConfig:
     defaults: dict[str, Any] = {"port": 0, "rate": 0, "heartbeat": 0, "seed": 41}
+    # The collector under test signs only when a key is configured: unsigned otherwise.
+    # No skew check: these tests are not about it, and a slow signer must not fail them.
+    defaults["allow_unsigned"] = "public_key_pem" not in kw
+    defaults["timestamp_window"] = None
     return SimConfig(**(defaults | kw))
 
 
@@ -183,9 +187,9 @@ async def test_auth_rejected_exits_12_after_one_handshake_without_leaking(
 async def test_subscribe_error_exits_13_after_one_connection_without_leaking(
     tmp_path: Path, rsa_keys: tuple[bytes, bytes]
 ) -> None:
-    """An error answer to a subscribe command (Kalshi code 8, unknown channel) ends the
-    process with exit 13 and the exchange's code and text, after one connection and
-    one handshake, archiving what it read before leaving, with no secret in its
+    """An error answer to a subscribe command (Kalshi code 24: cfbenchmarks_value without
+    index_ids) ends the process with exit 13 and the exchange's code and text, after one
+    connection and one handshake, archiving what it read before leaving, with no secret in its
     output. (The in-process version, with the archive checked, is in test_collector.py.)"""
     private_pem, public_pem = rsa_keys
     config = sim_config(public_key_pem=public_pem, api_key_id=KEY_ID)
@@ -208,7 +212,7 @@ async def test_subscribe_error_exits_13_after_one_connection_without_leaking(
     errors = [str(e["msg"]) for e in json_logs(child.stderr) if e["level"] == "error"]
     assert any(
         m.startswith("subscription rejected: ")
-        and "refused by the exchange: code 8: Unknown channel name" in m
+        and "refused by the exchange: code 24: Index IDs required" in m
         for m in errors
     ), errors
     assert_no_secrets(outputs(child), secrets_of(private_pem, sim))

@@ -459,6 +459,8 @@ def sim(collector: Installed) -> Iterator[int]:
             "600",
             "--ending",
             "close",
+            # The example kalshi-sim environment's key is optional and unset here.
+            "--allow-unsigned",
         ],
         env=collector.env,
         cwd=collector.root / "workdir",

@@ -1,12 +1,18 @@
-"""Credentials from environment variables: naming, resolution, and never leaking values."""
+"""Credentials: environment variables (naming, resolution, never leaking values) and
+request signing with the two key types Kalshi takes (RSA in PKCS#1 or PKCS#8, Ed25519)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
+from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.keys import (
     EnvKeyResolver,
     MissingKeys,
@@ -18,6 +24,7 @@ from ssmd_collector.metadata import KeySpec, read_directory, resolve_environment
 
 EXCHANGES = Path(__file__).resolve().parents[1] / "exchanges"
 SECRET = "SECRET-VALUE-1234"
+WS = signing.WS_PATH
 PEM = (
     "-----BEGIN PRIVATE KEY-----\n"
     "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAq7BFUpkGp3+LQmlQ\n"
@@ -212,3 +219,169 @@ def test_read_pem_never_echoes_a_value_that_is_not_a_path(value: str) -> None:
     )
     assert value not in message
     assert value[:20] not in message
+
+
+# --- signing: RSA (PKCS#1 and PKCS#8) and Ed25519 ----------------------------------
+
+
+def _pkcs1(rsa_pkcs8: bytes) -> bytes:
+    """The same RSA key as Kalshi hands it out: PKCS#1, ``BEGIN RSA PRIVATE KEY``."""
+    key = serialization.load_pem_private_key(rsa_pkcs8, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.fixture(params=["rsa-pkcs8", "rsa-pkcs1", "ed25519"])
+def key_pair(
+    request: pytest.FixtureRequest,
+    rsa_keys: tuple[bytes, bytes],
+    ed25519_keys: tuple[bytes, bytes],
+) -> tuple[bytes, bytes]:
+    """(private PEM, public PEM) in each form Kalshi keys come in."""
+    if request.param == "rsa-pkcs8":
+        return rsa_keys
+    if request.param == "rsa-pkcs1":
+        return _pkcs1(rsa_keys[0]), rsa_keys[1]
+    return ed25519_keys
+
+
+def test_pem_headers_are_the_ones_kalshi_hands_out(
+    rsa_keys: tuple[bytes, bytes], ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    # Both PKCS#8 forms start alike: the type can only be told by parsing.
+    assert _pkcs1(rsa_keys[0]).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert rsa_keys[0].startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert ed25519_keys[0].startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert isinstance(signing.load_private_key(rsa_keys[0]), rsa.RSAPrivateKey)
+    assert isinstance(signing.load_private_key(_pkcs1(rsa_keys[0])), rsa.RSAPrivateKey)
+    assert isinstance(signing.load_private_key(ed25519_keys[0]), ed25519.Ed25519PrivateKey)
+
+
+def test_headers_sign_timestamp_get_and_path_and_verify(key_pair: tuple[bytes, bytes]) -> None:
+    private, public = signing.load_private_key(key_pair[0]), signing.load_public_key(key_pair[1])
+    headers = signing.auth_headers("key-1", private, now=1703123456.789)
+    assert headers[signing.KEY_HEADER] == "key-1"
+    assert headers[signing.TIMESTAMP_HEADER] == "1703123456789"
+    signature = headers[signing.SIGNATURE_HEADER]
+    assert signing.verify(public, "1703123456789", "GET", "/trade-api/ws/v2", signature)
+    # The query string is not signed; anything else that differs breaks the signature.
+    assert signing.verify(public, "1703123456789", "GET", "/trade-api/ws/v2?x=1", signature)
+    assert not signing.verify(public, "1703123456788", "GET", "/trade-api/ws/v2", signature)
+    assert not signing.verify(public, "1703123456789", "POST", "/trade-api/ws/v2", signature)
+    assert not signing.verify(public, "1703123456789", "GET", "/trade-api/v2", signature)
+    assert not signing.verify(public, "1703123456789", "GET", "/trade-api/ws/v2", "not base64!")
+
+
+def test_each_algorithm_is_the_documented_one(
+    rsa_keys: tuple[bytes, bytes], ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    """Verified with cryptography directly, not through ``signing.verify``."""
+    message = b"1703123456789GET/trade-api/ws/v2"
+    rsa_sig = base64.b64decode(
+        signing.sign(signing.load_private_key(rsa_keys[0]), 1703123456789, "GET", WS)
+    )
+    rsa_public = serialization.load_pem_public_key(rsa_keys[1])
+    assert isinstance(rsa_public, rsa.RSAPublicKey)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    rsa_public.verify(rsa_sig, message, pss, hashes.SHA256())  # raises if not PSS/SHA-256/32
+    ed_sig = base64.b64decode(
+        signing.sign(signing.load_private_key(ed25519_keys[0]), 1703123456789, "GET", WS)
+    )
+    assert len(ed_sig) == 64
+    ed_public = serialization.load_pem_public_key(ed25519_keys[1])
+    assert isinstance(ed_public, ed25519.Ed25519PublicKey)
+    ed_public.verify(ed_sig, message)
+
+
+def test_a_signature_of_one_key_type_does_not_verify_with_the_other(
+    rsa_keys: tuple[bytes, bytes], ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    ed_headers = signing.auth_headers("k", signing.load_private_key(ed25519_keys[0]))
+    rsa_headers = signing.auth_headers("k", signing.load_private_key(rsa_keys[0]))
+    ts_ed, ts_rsa = ed_headers[signing.TIMESTAMP_HEADER], rsa_headers[signing.TIMESTAMP_HEADER]
+    rsa_public = signing.load_public_key(rsa_keys[1])
+    ed_public = signing.load_public_key(ed25519_keys[1])
+    assert not signing.verify(rsa_public, ts_ed, "GET", WS, ed_headers[signing.SIGNATURE_HEADER])
+    assert not signing.verify(ed_public, ts_rsa, "GET", WS, rsa_headers[signing.SIGNATURE_HEADER])
+
+
+def test_public_pem_and_private_pem_round_trip(key_pair: tuple[bytes, bytes]) -> None:
+    key = signing.load_private_key(key_pair[0])
+    assert signing.public_pem(key) == key_pair[1]
+    assert signing.load_private_key(signing.private_pem(key)).public_key() == key.public_key()
+
+
+def _ec_private() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _ed448_private() -> bytes:
+    return ed448.Ed448PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _ec_public() -> bytes:
+    return (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+@pytest.mark.parametrize(
+    ("load", "make", "message"),
+    [
+        (
+            signing.load_private_key,
+            _ec_private,
+            "expected an RSA or Ed25519 private key, found EC key on curve secp256r1",
+        ),
+        (
+            signing.load_private_key,
+            _ed448_private,
+            "expected an RSA or Ed25519 private key, found Ed448PrivateKey",
+        ),
+        (
+            signing.load_public_key,
+            _ec_public,
+            "expected an RSA or Ed25519 public key, found EC key on curve secp384r1",
+        ),
+    ],
+    ids=["ec-private", "ed448-private", "ec-public"],
+)
+def test_other_key_types_are_refused_by_kind_never_by_bytes(
+    load: Callable[[bytes], object], make: Callable[[], bytes], message: str
+) -> None:
+    pem = make()
+    with pytest.raises(signing.KeyFormatError) as info:
+        load(pem)
+    assert str(info.value) == message
+    body = b"".join(pem.splitlines()[1:-1]).decode()
+    assert body[:16] not in str(info.value)
+
+
+def test_garbage_and_encrypted_keys_are_refused_without_echoing_them(
+    rsa_keys: tuple[bytes, bytes],
+) -> None:
+    key = signing.load_private_key(rsa_keys[0])
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    for pem in (encrypted, PEM.encode(), SECRET.encode()):
+        with pytest.raises(signing.KeyFormatError) as info:
+            signing.load_private_key(pem)
+        assert str(info.value).startswith("not an unencrypted PEM private key (")
+        assert SECRET not in str(info.value)
+        assert "MIIB" not in str(info.value)

@@ -122,7 +122,7 @@ def test_kalshi_prod_resolves_to_the_production_endpoint(tree: dict[str, bytes])
     )
 
 
-def test_kalshi_sim_resolves_to_the_local_simulator_without_keys(
+def test_kalshi_sim_resolves_to_the_local_simulator_with_an_optional_key(
     tree: dict[str, bytes],
 ) -> None:
     resolved = resolve_environment(tree, "kalshi-sim", DAY)
@@ -130,7 +130,10 @@ def test_kalshi_sim_resolves_to_the_local_simulator_without_keys(
     assert resolved.feed.name == "kalshi-sim"
     assert resolved.feed_version.endpoint == "ws://127.0.0.1:8765/trade-api/ws/v2"
     assert resolved.schema_version.version == "v1"
-    assert resolved.environment.keys == ()
+    # `ssmd demo` fills it with a throwaway key pair; without it the collector is unsigned.
+    assert resolved.environment.keys == (
+        KeySpec("kalshi-sim", "api_key", False, ("api_key", "private_key"), "env"),
+    )
     assert resolved.environment.storage == Storage("local", "./data")
     assert resolved.files == (
         "environments/kalshi-sim.yaml",
@@ -653,9 +656,22 @@ def test_explicit_subscriptions_with_market_tickers(tree: dict[str, bytes]) -> N
     assert env.channels == frozenset({"ticker", "trade"})
 
 
+SIM_KEYS = """\
+keys:
+  kalshi-sim:
+    type: api_key
+    description: a throwaway key id and Ed25519 private key (PEM) made by `ssmd demo`
+    required: false
+    fields:
+      - api_key
+      - private_key
+    source: env
+"""
+
+
 def test_private_channels_need_keys(tree: dict[str, bytes]) -> None:
     files = sim_with(
-        tree,
+        edited(tree, SIM, SIM_KEYS, ""),
         "subscriptions:\n  - channels: [trade, fill, orderbook_delta]\n"
         "    market_tickers: [KXBTC]\n",
     )

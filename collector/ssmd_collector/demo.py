@@ -1,4 +1,10 @@
-"""``ssmd demo``: the built-in simulator and a collector in one process, for a first look."""
+"""``ssmd demo``: the built-in simulator and a collector in one process, for a first look.
+
+Credential-free for the user, yet signed like production: the demo makes a throwaway
+Ed25519 key pair, starts the simulator trusting its public half, and hands the private
+half and key id to the collector through the variables the environment's ``api_key``
+key is read from (only in the environment passed to the collector, never the process's).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,25 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from .app import ConfigError, Settings, plan, run
+from .connectors.kalshi import signing
 from .exitcodes import ExitCode
 from .health import HealthServer
+from .keys import env_var_names
+from .metadata import KeySpec
 from .sim import SimConfig, SimServer
 
 log = logging.getLogger("ssmd.demo")
+
+DEMO_KEY_ID = "ssmd-demo"
+"""The KALSHI-ACCESS-KEY of the throwaway key pair (the only one the demo's sim accepts)."""
+
+
+def _api_key(keys: tuple[KeySpec, ...]) -> KeySpec | None:
+    """The first key with the fields the connector signs with, as ``app.plan`` picks it."""
+    return next((k for k in keys if {"api_key", "private_key"} <= set(k.fields)), None)
 
 
 async def run_demo(
@@ -32,6 +51,23 @@ async def run_demo(
     config = SimConfig(
         host=url.hostname or "127.0.0.1", port=url.port or 8765, path=url.path, rate=rate, seed=seed
     )
+    environ: dict[str, str] = {}
+    spec = _api_key(p.resolved.environment.keys)
+    if spec is None:
+        log.warning(
+            "environment %s declares no api_key key: the simulator accepts unsigned connections",
+            env,
+        )
+        config.allow_unsigned = True
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+        names = env_var_names(spec.name, spec.fields, spec.source)
+        environ = {
+            names["api_key"]: DEMO_KEY_ID,
+            names["private_key"]: signing.private_pem(key).decode(),
+        }
+        config.public_key_pem = signing.public_pem(key)
+        config.api_key_id = DEMO_KEY_ID
     try:
         sim = await SimServer(config).__aenter__()
     except OSError as exc:
@@ -46,7 +82,7 @@ async def run_demo(
         reporter = asyncio.create_task(_report(server, data_dir))
 
     try:
-        return await run(settings, environ={}, on_started=started)
+        return await run(settings, environ=environ, on_started=started)
     finally:
         if reporter is not None:
             reporter.cancel()

@@ -39,7 +39,8 @@ def check_secret(
     """Check ``secret_keys`` (the Secret's data key names, ``None`` if it does not exist).
 
     Required keys need every field; an optional key is passed on only when all of its
-    fields are present (the collector skips optional keys it cannot fully read).
+    fields are present (the collector skips optional keys it cannot fully read). An
+    environment whose keys are all optional needs no Secret.
     """
     if not keys:
         return SecretCheck(True, "NoKeysRequired", "the environment needs no credentials")
@@ -54,6 +55,14 @@ def check_secret(
                     "holds fields by name, so rename one field in the metadata",
                 )
             owners[f] = spec.name
+    if secret_name is None and not any(spec.required for spec in keys):
+        # As in the collector: an optional key that is not there is simply left out.
+        return SecretCheck(
+            True,
+            "NoKeysRequired",
+            "the environment's keys are all optional and spec.secretName is not set: "
+            "the collector runs without them",
+        )
     needed = ", ".join(f"{k.name} ({', '.join(k.fields)})" for k in keys)
     if secret_name is None:
         return SecretCheck(

@@ -197,6 +197,9 @@ def test_optional_keys_are_passed_only_when_complete_and_no_keys_need_no_secret(
     assert check.ready
     assert [v.secret_key for v in check.env] == ["api_key", "private_key"]
     assert check_secret([], None, None).reason == "NoKeysRequired"
+    alone = check_secret([optional], None, None)
+    assert (alone.ready, alone.reason, alone.env) == (True, "NoKeysRequired", ())
+    assert not check_secret([KALSHI, optional], None, None).ready
 
 
 def test_field_name_collision_between_keys_is_reported() -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ssmd_collector.sim.protocol import SecondSubscribe
 from ssmd_collector.sim.server import Ending, SimConfig, SimServer
 
 
@@ -39,13 +40,46 @@ def sim_command(
     public_key: Annotated[
         Path | None,
         typer.Option(
-            help="PEM public key: require handshakes signed by the matching private key.",
+            help="PEM public key (RSA or Ed25519): require handshakes signed by the matching "
+            "private key. Required unless --allow-unsigned.",
             exists=True,
             dir_okay=False,
         ),
     ] = None,
     api_key_id: Annotated[
         str | None, typer.Option(help="With --public-key: the only accepted KALSHI-ACCESS-KEY.")
+    ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Also accept unsigned handshakes (public channels only). Kalshi does not.",
+        ),
+    ] = False,
+    timestamp_window: Annotated[
+        float, typer.Option(help="Accepted KALSHI-ACCESS-TIMESTAMP skew in seconds.")
+    ] = 60.0,
+    second_subscribe: Annotated[
+        SecondSubscribe,
+        typer.Option(
+            help="Answer to a second subscribe of a channel on one connection: ignore (no "
+            "answer, as Kalshi today) or error (code 6).",
+            case_sensitive=False,
+        ),
+    ] = SecondSubscribe.IGNORE,
+    max_markets_per_subscription: Annotated[
+        int | None, typer.Option(help="Error 26 above this many markets on one sid.")
+    ] = None,
+    max_commands_per_second: Annotated[
+        float | None, typer.Option(help="Error 27 above this many commands per sid per second.")
+    ] = None,
+    extra_fields: Annotated[
+        bool,
+        typer.Option("--extra-fields", help="Add unknown fields to every data frame."),
+    ] = False,
+    overflow_bytes: Annotated[
+        int | None,
+        typer.Option(help="End data sids with error 25 once this many bytes wait unsent."),
     ] = None,
     certfile: Annotated[
         Path | None,
@@ -58,6 +92,10 @@ def sim_command(
     """Run the simulated Kalshi exchange until SIGINT or SIGTERM."""
     if (certfile is None) != (keyfile is None):
         raise typer.BadParameter("--certfile and --keyfile go together")
+    if public_key is None and not allow_unsigned:
+        raise typer.BadParameter(
+            "give --public-key (signed connections, as on Kalshi) or --allow-unsigned"
+        )
     context: ssl.SSLContext | None = None
     if certfile is not None and keyfile is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -68,6 +106,13 @@ def sim_command(
         ssl=context,
         public_key_pem=None if public_key is None else public_key.read_bytes(),
         api_key_id=api_key_id,
+        allow_unsigned=allow_unsigned,
+        timestamp_window=timestamp_window,
+        second_subscribe=second_subscribe,
+        max_markets_per_subscription=max_markets_per_subscription,
+        max_commands_per_second=max_commands_per_second,
+        extra_fields=extra_fields,
+        overflow_bytes=overflow_bytes,
         seed=seed,
         rate=rate,
         messages=messages,

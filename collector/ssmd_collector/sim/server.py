@@ -1,10 +1,13 @@
 """The simulated Kalshi exchange: a WebSocket server speaking the market-data protocol.
 
-:class:`SimServer` verifies signed handshakes (HTTP 401 otherwise), answers commands
-through :mod:`.protocol`, streams frames from a per-connection :class:`~.market.Feed`,
-sends ``heartbeat`` pings, and ends each connection the way :class:`SimConfig` says
-(close, dropped TCP, or silence). Every accepted connection gets a :class:`SimSession`
-that records what went over the wire, for tests to assert on.
+:class:`SimServer` verifies signed handshakes (RSA-PSS or Ed25519; HTTP 401 before the
+upgrade otherwise; unsigned connections only with ``SimConfig.allow_unsigned``), answers
+commands through :mod:`.protocol`, streams frames from a per-connection
+:class:`~.market.Feed`, sends ``heartbeat`` pings, and ends each connection the way
+:class:`SimConfig` says (close, dropped TCP, or silence). Every accepted connection gets
+a :class:`SimSession` that records what went over the wire, for tests to assert on, and
+injects faults (sequence gaps, duplicates, subscriptions killed by error 10 or 25,
+unknown frame types, unknown fields).
 
 Hot path: data frames, command answers and heartbeat pings are framed here and written
 to the transport in one ``write`` per batch, bypassing ``websockets``' per-message
@@ -27,6 +30,7 @@ import ssl as ssl_module
 import struct
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -39,8 +43,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ssmd_collector.connectors.kalshi import signing
-from ssmd_collector.sim.market import Feed
-from ssmd_collector.sim.protocol import Commands
+from ssmd_collector.sim.market import SEQUENCED_CHANNELS, Feed, Stream
+from ssmd_collector.sim.protocol import CommandLimits, Commands, ErrorCode, SecondSubscribe
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +52,6 @@ logger = logging.getLogger(__name__)
 # simulator runs in clusters too, so its websockets logger is pinned at INFO.
 _WS_LOG = logging.getLogger(f"{__name__}.websockets")
 _WS_LOG.setLevel(logging.INFO)
-
-TIMESTAMP_WINDOW_S = 60.0
-"""Accepted clock skew between a handshake's KALSHI-ACCESS-TIMESTAMP and now."""
 
 _BATCH = 512
 """Most data frames written per transport write: bounds loop latency at rate=0."""
@@ -61,6 +62,16 @@ _WRITE_LIMIT = 2**18
 _PING = bytes((0x89, 9)) + b"heartbeat"
 _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
+
+_EXTRA_MSG = ',"sim_future_field":{"added":"2099-01-01","values":[1,"a",null]}}'
+_EXTRA_TOP = ',"sim_future_envelope":true}'
+"""Unknown fields appended inside ``msg`` and to the envelope of each data frame when
+extra fields are on."""
+
+
+def _with_extra_fields(frame: str) -> str:
+    # Data frames end with the msg object: frame[:-2] is the inside of msg.
+    return f"{frame[:-2]}{_EXTRA_MSG}{_EXTRA_TOP}"
 
 
 def _header(opcode: int, length: int) -> bytes:
@@ -96,10 +107,20 @@ class SimConfig:
     ssl: ssl_module.SSLContext | None = None
     """Serve wss:// with this context."""
     public_key_pem: bytes | None = None
-    """When set, every handshake must carry valid KALSHI-ACCESS-* headers (else HTTP 401)
-    and the connection counts as authenticated (private channels allowed)."""
+    """RSA or Ed25519 public key (PEM): handshakes must carry valid KALSHI-ACCESS-*
+    headers signed by its private half (else HTTP 401), and count as authenticated."""
     api_key_id: str | None = None
     """When set with ``public_key_pem``, KALSHI-ACCESS-KEY must equal it."""
+    allow_unsigned: bool = False
+    """Explicit opt-in to unsigned connections (Kalshi requires signing; this sim does
+    too unless told otherwise). They are unauthenticated: private channels answer 9.
+    With a ``public_key_pem`` too, signed handshakes are still verified. Without either,
+    :class:`SimServer` refuses to start."""
+    timestamp_window: float | None = 60.0
+    """Largest accepted distance in s between KALSHI-ACCESS-TIMESTAMP and ``wall_clock``;
+    None turns the check off (tests not about skew, so a slow signer never trips them)."""
+    wall_clock: Callable[[], float] = time.time
+    """Unix time in s for the timestamp check."""
     seed: int = 0
     """Same seed + same commands at the same points of the stream -> byte-identical frames."""
     rate: float = 50.0
@@ -114,17 +135,46 @@ class SimConfig:
     record: bool = True
     """Record data frames in ``SimSession.sent``. Long runs and benchmarks turn it off so
     memory stays bounded; answers, errors and injected frames are always recorded."""
+    second_subscribe: SecondSubscribe = SecondSubscribe.IGNORE
+    """Answer to a ``subscribe`` of a channel that already has a sid on the connection:
+    none at all (Kalshi today) or error 6."""
+    max_markets_per_subscription: int | None = None
+    """Error 26 when a subscribe or add_markets would give one sid more markets."""
+    max_commands_per_second: float | None = None
+    """Error 27 when commands naming one sid exceed this many in any 1 s of ``clock``."""
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic seconds for the command rate (error 27)."""
+    extra_fields: bool = False
+    """Add unknown fields to every data frame, in ``msg`` and in the envelope (a feed
+    that grew fields the client does not know); see also ``SimSession.extra_fields``."""
+    overflow_bytes: int | None = None
+    """A slow consumer's fate: once more than this many bytes wait unsent on a
+    connection, every sid producing data ends with error 25 (scoped: ``sid``, ``seq``).
+    Keep it below 262144 (the write buffer's high-water mark) or it is never reached."""
+
+    def limits(self) -> CommandLimits:
+        return CommandLimits(
+            second_subscribe=self.second_subscribe,
+            max_markets_per_subscription=self.max_markets_per_subscription,
+            max_commands_per_second=self.max_commands_per_second,
+            clock=self.clock,
+        )
 
 
 @dataclass(eq=False)
 class SimSession:
-    """One accepted connection, as seen from the exchange side.
+    """One accepted connection, as seen from the exchange side, and its fault injection.
 
     ``sent`` holds every text frame sent, in order, exactly as sent (answers, errors,
-    data unless ``SimConfig.record`` is off, and frames injected with :meth:`send_raw`);
-    binary frames injected with :meth:`send_raw` go to ``sent_binary``. ``received``
-    holds every frame the client sent; ``commands`` those that parsed as JSON objects.
+    data unless ``SimConfig.record`` is off, and injected frames); binary frames
+    injected with :meth:`send_raw` go to ``sent_binary``. ``received`` holds every frame
+    the client sent; ``commands`` those that parsed as JSON objects.
     ``request_headers`` are the upgrade request's headers, names as the client sent them.
+
+    Fault injection (all act between two batches of data, so frames stay whole):
+    :meth:`skip_seq`, :meth:`duplicate_last`, :meth:`end_subscription`,
+    :meth:`send_unknown_type`, :attr:`extra_fields`, :meth:`send_raw`; and from the
+    config, ``SimConfig.overflow_bytes`` (sids ended by it are listed in ``overflowed``).
     """
 
     request_headers: dict[str, str]
@@ -138,7 +188,67 @@ class SimSession:
     """The ending applied, once it has been."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the ending has been applied or the connection closed."""
+    extra_fields: bool = False
+    """While True, every data frame sent gets unknown fields (``msg`` and envelope)."""
+    overflowed: list[int] = field(default_factory=list)
+    """sids ended by error 25 because the client read too slowly (``overflow_bytes``)."""
     _connection: ServerConnection | None = field(default=None, repr=False)
+    _conversation: _Conversation | None = field(default=None, repr=False)
+
+    def subscriptions(self) -> dict[int, str]:
+        """The live subscriptions, sid -> channel, in the order they were made."""
+        return {sid: s.channel for sid, s in self._talk().commands.subscriptions.items()}
+
+    def sid_of(self, channel: str) -> int:
+        """The sid subscribed to ``channel`` (KeyError when there is none)."""
+        for sid, name in self.subscriptions().items():
+            if name == channel:
+                return sid
+        raise KeyError(f"no subscription to {channel!r}: have {self.subscriptions()}")
+
+    def seq_of(self, sid: int) -> int:
+        """The last ``seq`` used on ``sid`` (0 before any)."""
+        return self._subscription(sid).seq
+
+    def skip_seq(self, sid: int, count: int = 1) -> None:
+        """Leave out ``count`` sequence numbers on ``sid``: the next frame carrying a seq
+        there (data or answer) jumps by ``count + 1``, as after lost frames."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, found {count}")
+        self._subscription(sid).seq += count
+
+    async def duplicate_last(self, sid: int) -> str:
+        """Send the last sequenced data frame of ``sid`` again, byte for byte; return it."""
+        frame = self._subscription(sid).last
+        if not frame:
+            raise ValueError(f"sid {sid} has sent no sequenced data frame yet")
+        if self.extra_fields:
+            frame = _with_extra_fields(frame)  # as the original went out
+        await self._send([frame])
+        return frame
+
+    async def end_subscription(self, sid: int, code: int = ErrorCode.BUFFER_OVERFLOW) -> str:
+        """Kill ``sid`` with a terminal error (10 Channel error or 25 Subscription buffer
+        overflow): the error frame carries top-level ``sid`` and the next ``seq``; then
+        the sid sends nothing more and is unknown to later commands. Returns the frame."""
+        error = ErrorCode(code)
+        frame = self._talk().commands.end_subscription(sid, error)
+        await self._send([frame])
+        return frame
+
+    async def send_unknown_type(self, frame_type: str = "sim_future_type", sid: int = 0) -> str:
+        """Send a data frame of a type no client knows; on ``sid`` (if not 0) it carries
+        the sid and, on a sequenced channel, the next seq. Returns the frame."""
+        envelope: dict[str, object] = {"type": frame_type}
+        if sid:
+            sub = self._subscription(sid)
+            envelope["sid"] = sid
+            if sub.channel in SEQUENCED_CHANNELS:
+                envelope["seq"] = sub.next_seq()
+        envelope["msg"] = {"note": "a frame type added after this client was written"}
+        frame = json.dumps(envelope, separators=(",", ":"))
+        await self._send([frame])
+        return frame
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send ``frame`` verbatim (text for ``str``, binary for ``bytes``): a test hook
@@ -152,12 +262,30 @@ class SimSession:
             self.sent_binary.append(frame)
         await connection.send(frame)
 
+    def _talk(self) -> _Conversation:
+        if self._conversation is None:
+            raise RuntimeError("session has no conversation")
+        return self._conversation
+
+    def _subscription(self, sid: int) -> Stream:
+        sub = self._talk().commands.subscriptions.get(sid)
+        if sub is None:
+            raise KeyError(f"no live subscription with sid {sid}: have {self.subscriptions()}")
+        return sub
+
+    async def _send(self, frames: list[str]) -> None:
+        talk = self._talk()
+        if not talk.write(frames, data=False):
+            raise ConnectionClosed(None, None)
+        await talk.connection.drain()
+
 
 class SimServer:
     """The simulated exchange, as an async context manager::
 
-    async with SimServer(SimConfig(port=0)) as sim:
-        async with websockets.connect(sim.url) as ws: ...
+    async with SimServer(SimConfig(port=0, public_key_pem=pem)) as sim:
+        headers = signing.auth_headers(key_id, private_key)
+        async with websockets.connect(sim.url, additional_headers=headers) as ws: ...
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -168,6 +296,11 @@ class SimServer:
         self.rejections: list[str] = []
         """Why each rejected handshake was rejected, in order."""
         pem = config.public_key_pem
+        if pem is None and not config.allow_unsigned:
+            raise ValueError(
+                "SimConfig: public_key_pem is required (Kalshi accepts signed connections "
+                "only); set allow_unsigned=True to opt in to unsigned ones"
+            )
         self._public_key = None if pem is None else signing.load_public_key(pem)
         self._authenticated: weakref.WeakKeyDictionary[ServerConnection, bool] = (
             weakref.WeakKeyDictionary()
@@ -234,8 +367,12 @@ class SimServer:
             return self._reject(
                 connection, HTTPStatus.NOT_FOUND, f"no endpoint at {path}; use {self.config.path}"
             )
-        if self._public_key is None:
-            self._authenticated[connection] = False
+        signed = any(
+            h in request.headers
+            for h in (signing.KEY_HEADER, signing.TIMESTAMP_HEADER, signing.SIGNATURE_HEADER)
+        )
+        if self._public_key is None or (self.config.allow_unsigned and not signed):
+            self._authenticated[connection] = False  # allow_unsigned (checked at start)
             return None
         problem = self._signature_problem(request.headers, path)
         if problem is not None:
@@ -264,8 +401,9 @@ class SimServer:
             return f"unknown {signing.KEY_HEADER}"
         if not timestamp.isdigit():
             return f"{signing.TIMESTAMP_HEADER} must be unix time in milliseconds"
-        skew_s = abs(time.time() - int(timestamp) / 1000)
-        if skew_s > TIMESTAMP_WINDOW_S:
+        skew_s = abs(self.config.wall_clock() - int(timestamp) / 1000)
+        window = self.config.timestamp_window
+        if window is not None and skew_s > window:
             return f"{signing.TIMESTAMP_HEADER} is {skew_s:.0f} s away from server time"
         if not signing.verify(self._public_key, timestamp, "GET", path, signature):
             return f"{signing.SIGNATURE_HEADER} does not verify for GET {path}"
@@ -290,8 +428,10 @@ class SimServer:
         self.sessions.append(session)
         async with self._session_added:
             self._session_added.notify_all()
+        conversation = _Conversation(self.config, connection, session)
+        session._conversation = conversation
         try:
-            await _Conversation(self.config, connection, session).run()
+            await conversation.run()
         finally:
             session.done.set()
 
@@ -304,7 +444,10 @@ class _Conversation:
         self.connection = connection
         self.session = session
         self.feed = Feed(seed=config.seed, markets=config.markets)
-        self.commands = Commands(self.feed, authenticated=session.authenticated)
+        self.commands = Commands(
+            self.feed, authenticated=session.authenticated, limits=config.limits()
+        )
+        session.extra_fields = config.extra_fields
         self.wake = asyncio.Event()
         self.silent = False
 
@@ -327,10 +470,12 @@ class _Conversation:
             logger.error("sim: %s failed", task.get_name(), exc_info=task.exception())
             self.connection.transport.abort()
 
-    def _write(self, frames: list[str], *, data: bool) -> bool:
+    def write(self, frames: list[str], *, data: bool) -> bool:
         """Frame and write text frames in one transport write; False once not OPEN."""
         if self.connection.protocol.state is not State.OPEN:
             return False
+        if data and self.session.extra_fields:
+            frames = [_with_extra_fields(f) for f in frames]
         parts: list[bytes] = []
         for frame in frames:
             payload = frame.encode()
@@ -355,7 +500,7 @@ class _Conversation:
                     continue  # a stuck exchange reads but never answers
                 answers = self.commands.handle(message)
                 self.wake.set()
-                if self._write(answers, data=False):
+                if self.write(answers, data=False):
                     await self.connection.drain()
 
     async def _heartbeat(self) -> None:
@@ -394,16 +539,29 @@ class _Conversation:
             if remaining is not None:
                 count = min(count, remaining)
             frames = feed.take(count)
-            if not self._write(frames, data=True):
+            if not self.write(frames, data=True):
                 return
             emitted += len(frames)
             session.data_sent += len(frames)
             if remaining is not None:
                 remaining -= len(frames)
+            limit = config.overflow_bytes
+            if limit is not None and self.connection.transport.get_write_buffer_size() > limit:
+                self._overflow()
             await self.connection.drain()
             if rate <= 0:
                 await asyncio.sleep(0)  # let the reader and the heartbeat run
         await self._end()
+
+    def _overflow(self) -> None:
+        """A slow consumer: end every data-producing sid with error 25, as Kalshi does
+        when a subscription's outbound buffer fills."""
+        ended = [
+            self.commands.end_subscription(sid, ErrorCode.BUFFER_OVERFLOW)
+            for sid in self.feed.streaming_sids()
+        ]
+        self.session.overflowed.extend(json.loads(frame)["sid"] for frame in ended)
+        self.write(ended, data=False)
 
     async def _end(self) -> None:
         ending = self.config.ending
