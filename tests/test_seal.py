@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from deadlines import deadline, wait_until
+
 from ssmd_collector.storage.manifest import LineDigest, line_ts
 from ssmd_collector.storage.seal import (
     completed_days,
@@ -121,7 +121,10 @@ def test_line_digest_is_the_same_whatever_the_chunking(chunk: int) -> None:
 @pytest.mark.parametrize(
     ("line", "ts"),
     [
-        (b'{"ts":"2026-11-27T01:02:03.000004Z","feed":"k","data":1}', "2026-11-27T01:02:03.000004Z"),
+        (
+            b'{"ts":"2026-11-27T01:02:03.000004Z","feed":"k","data":1}',
+            "2026-11-27T01:02:03.000004Z",
+        ),
         (b'{"event":"gap","ts":"2026-11-27T01:02:03Z"}', "2026-11-27T01:02:03Z"),
         (b"# kalshi.jsonl offset 10 length 3", None),
         (b'{"ts":5}', None),

@@ -26,6 +26,7 @@ from .metadata import MetadataInvalid, Resolved, read_directory, resolve_environ
 from .metrics import ErrorType, Stats, registry_for
 from .runner import Runner
 from .signing import KeyFormatError, load_private_key
+from .storage import ArchiveConfigInvalid, open_archive
 from .writer import JsonlWriter, WriteFailed
 
 log = logging.getLogger("ssmd.collector")
@@ -119,7 +120,11 @@ async def run(
     try:
         p = plan(settings, environ, today)
         ssl_context = _ssl_context(settings.ca_file)
-    except ConfigError as exc:
+        # The archive (sealing, S3 uploads) runs beside the data path, in its own thread.
+        archive = open_archive(
+            p.resolved.environment.storage, p.data_dir, p.resolved.feed.name, environ
+        )
+    except (ConfigError, ArchiveConfigInvalid) as exc:
         log.error("configuration error: %s", exc)
         return ExitCode.CONFIG_ERROR
     r = p.resolved
@@ -137,7 +142,9 @@ async def run(
     )
 
     stats = Stats(feed=feed)
-    server = HealthServer(stats, registry_for(stats), settings.http_host, settings.port)
+    server = HealthServer(
+        stats, registry_for(stats, archive.collectors), settings.http_host, settings.port
+    )
     try:
         await server.start()
     except OSError as exc:
@@ -150,6 +157,7 @@ async def run(
         return ExitCode.CONFIG_ERROR
     if on_started is not None:
         on_started(server)
+    archive.start()
 
     data = JsonlWriter(p.data_dir, feed)
     rejects = JsonlWriter(p.data_dir, feed, ".rejected.jsonl")
@@ -197,6 +205,7 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.stop()
+        await archive.stop()
     log.info(
         "exiting with %d (%s) after %d messages, %d lines written",
         code,

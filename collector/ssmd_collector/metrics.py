@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.core import (
@@ -182,8 +182,13 @@ class StatsCollector(Collector):
         yield info
 
 
-def registry_for(stats: Stats) -> CollectorRegistry:
-    """A registry of its own (not the global one), so tests can run many collectors."""
+def registry_for(stats: Stats, others: Iterable[Collector] = ()) -> CollectorRegistry:
+    """A registry of its own (not the global one), so tests can run many collectors.
+
+    ``others`` are the collectors of components that own their metrics (the archive).
+    """
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StatsCollector(stats))
+    for collector in others:
+        registry.register(collector)
     return registry

@@ -59,6 +59,8 @@ class Archiver:
     def run_once(self) -> None:
         """Seal, upload and prune once; raises ``UploadFailed`` at the first failed upload."""
         self.seal_completed()
+        # Counted before and after: a hung upload must show as lag while it hangs.
+        self._count_pending()
         try:
             if self.store is not None:
                 self.upload_pending(self.store)
@@ -178,6 +180,8 @@ class Archiver:
             "plain-sha256": manifest.sha256,
         }
         sent = self._put_verified(store, key, data, meta)
+        if self._stop.is_set():
+            return  # stopped during a request: the next run checks what the store holds
         side = manifest_path(sealed)
         raw = side.read_bytes()
         side_local = Local(
@@ -187,6 +191,8 @@ class Archiver:
             hashlib.md5(raw, usedforsecurity=False).hexdigest(),
         )
         self._put_verified(store, key + MANIFEST_SUFFIX, side_local, {})
+        if self._stop.is_set():
+            return
         self.journal.record(
             Uploaded(store.bucket, key, manifest.sealed_bytes, manifest.sealed_sha256, self.clock())
         )
@@ -206,6 +212,8 @@ class Archiver:
         if store.holds(key, local):
             return False
         store.put(key, local, meta)
+        if self._stop.is_set():
+            return True
         if not store.holds(key, local):
             raise UploadFailed(
                 f"{store.describe(key)} does not match {local.path} after the upload "
