@@ -71,13 +71,15 @@ class FaultProxy:
         self.port = port
         self.fail_next = 0
         """Answer this many coming requests with a 500 (without forwarding them)."""
+        self.fail_where = ""
+        """Only requests whose path and query contain this count for ``fail_next``."""
         self.delay = 0.0
         """Seconds to wait before handling each request."""
         self.hold_puts = False
         """Forward PUTs to the store, then never answer them (until ``release``)."""
         self.release = asyncio.Event()
         self.forwarded: Counter[tuple[str, str]] = Counter()
-        """(method, path) of requests the store answered, by count."""
+        """(method, path and query) of requests the store answered, by count."""
         self.answered_500 = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -110,7 +112,7 @@ class FaultProxy:
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
-        if self.fail_next > 0:
+        if self.fail_next > 0 and self.fail_where in request.path_qs:
             self.fail_next -= 1
             self.answered_500 += 1
             return web.Response(status=500, body=_ERROR_500, content_type="application/xml")
@@ -123,7 +125,7 @@ class FaultProxy:
             length = answer.headers.get("Content-Length", "0")
             status = answer.status
             out_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
-        self.forwarded[(request.method, request.path)] += 1
+        self.forwarded[(request.method, request.path_qs)] += 1
         if request.method == "PUT" and self.hold_puts:
             await self.release.wait()
         if request.method == "HEAD":

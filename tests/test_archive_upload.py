@@ -9,6 +9,7 @@ file goes only after its upload was verified.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -81,6 +83,7 @@ def archiver(
     *,
     retention: float = 0,
     read_timeout: float = 10,
+    **store: Any,
 ) -> Archiver:
     settings = ArchiveSettings(
         spool=spool,
@@ -91,8 +94,9 @@ def archiver(
         retry_min_seconds=0.05,
         retry_max_seconds=0.5,
     )
-    store = S3Store(settings.s3, CREDENTIALS, connect_timeout=1, read_timeout=read_timeout)  # type: ignore[arg-type]
-    return Archiver(settings, store, clock=clock)
+    assert settings.s3 is not None
+    s3 = S3Store(settings.s3, CREDENTIALS, connect_timeout=1, read_timeout=read_timeout, **store)
+    return Archiver(settings, s3, clock=clock)
 
 
 def decompress(blob: bytes) -> list[bytes]:
@@ -247,6 +251,44 @@ async def test_a_slow_store_gets_everything_in_the_end(
     assert_shipped(s3, bucket, lines)
     assert journal_keys(tmp_path) == [DATA_KEY, f"{PREFIX}/{DAY}/kalshi.rejected.jsonl.zst"]
     assert not (tmp_path / DAY).exists()
+
+
+async def test_a_large_file_goes_up_in_parts_and_a_failed_part_aborts_and_retries(
+    tmp_path: Path, s3: MotoS3, bucket: str
+) -> None:
+    # Random payloads barely compress: the sealed file spans three 5 MiB parts.
+    lines = [
+        b'{"ts":"%sT10:00:00.%06dZ","feed":"kalshi","data":"%s"}\n'
+        % (DAY.encode(), i, base64.b64encode(os.urandom(600)))
+        for i in range(20_000)
+    ]
+    w = JsonlWriter(tmp_path, FEED)
+    w.write(DAY, lines)
+    w.close()
+    async with FaultProxy(s3.url) as proxy:
+        # Part 2 fails more often than boto3 retries it within one pass.
+        proxy.fail_where, proxy.fail_next = "partNumber=2", 6
+        a = archiver(
+            tmp_path,
+            proxy.url,
+            bucket,
+            Clock(AFTER_DAY),
+            multipart_above=6 << 20,
+            part_bytes=5 << 20,
+        )
+        a.start()
+        try:
+            await wait_until(
+                lambda: a.stats.uploaded_files == 1, "a multipart upload", seen=lambda: a.stats
+            )
+        finally:
+            a.stop()
+    assert a.stats.upload_failures >= 1
+    aborted = [p for (m, p), n in proxy.forwarded.items() if m == "DELETE"]
+    assert aborted, "the failed multipart upload was aborted"
+    assert s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert decompress(s3.objects(bucket)[DATA_KEY]) == lines
+    assert proxy.puts("partNumber=3") == 1, "parts of the successful upload went once"
 
 
 CHILD = textwrap.dedent(

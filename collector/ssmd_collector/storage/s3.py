@@ -12,15 +12,17 @@ rest of the dependency tree.)
 Integrity, end to end:
 - the request carries ``Content-MD5`` and ``x-amz-checksum-sha256`` of the body,
   which S3 checks before it stores anything;
+- files over 64 MiB go up in 32 MiB parts, each with its ``Content-MD5``;
 - after the put, the object is read back with HEAD: its size must match, and its
   SHA-256 checksum (when the store reports one) or else its ETag (the MD5 of a
-  single-part upload) must match what was sealed. A store that reports neither
-  gets a full read-back (GET, hashed as it streams).
+  single-part upload, or the MD5 of the parts' MD5s) must match what was sealed.
+  A store that reports neither gets a full read-back (GET, hashed as it streams).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
@@ -41,8 +43,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?\Z')
-MAX_SINGLE_PUT = 5 << 30
-"""S3's limit for one PUT; larger sealed files would need a multipart upload."""
+_MULTIPART_ETAG = re.compile(r'^"?([0-9a-f]{32})-([0-9]+)"?\Z')
+MULTIPART_ABOVE = 64 << 20
+"""Files larger than this go up in parts: one PUT is limited to 5 GiB, and a failed part
+is cheaper to resend than a whole day."""
+PART_BYTES = 32 << 20
+"""Part size (S3: 5 MiB to 5 GiB, at most 10,000 parts: 320 GB files at this size)."""
 
 
 class UploadFailed(Exception):
@@ -77,9 +83,13 @@ class S3Store:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         attempts: int = 3,
+        multipart_above: int = MULTIPART_ABOVE,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         self.settings = settings
         self.bucket = settings.bucket
+        self.multipart_above = multipart_above
+        self.part_bytes = part_bytes
         config = botocore.config.Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -109,12 +119,10 @@ class S3Store:
         return Remote(answer["ContentLength"], answer.get("ETag", ""), answer.get("ChecksumSHA256"))
 
     def put(self, key: str, local: Local, metadata: Mapping[str, str]) -> None:
-        if local.size > MAX_SINGLE_PUT:
-            raise UploadFailed(
-                f"{local.path} is {local.size} bytes, over the {MAX_SINGLE_PUT}-byte limit "
-                "of one PUT (multipart uploads are not implemented)"
-            )
         try:
+            if local.size > self.multipart_above:
+                self._put_parts(key, local, metadata)
+                return
             with local.path.open("rb") as body:
                 self._client.put_object(
                     Bucket=self.bucket,
@@ -130,16 +138,54 @@ class S3Store:
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise UploadFailed(f"cannot upload {self.describe(key)}: {exc}") from None
 
+    def _put_parts(self, key: str, local: Local, metadata: Mapping[str, str]) -> None:
+        """A multipart upload; each part carries its Content-MD5, which S3 checks.
+
+        On any failure the upload is aborted so its parts do not linger (a process
+        killed mid-way leaves them: a bucket lifecycle rule
+        ``AbortIncompleteMultipartUpload`` cleans those up).
+        """
+        upload_id = self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, Metadata=dict(metadata)
+        )["UploadId"]
+        try:
+            parts = []
+            with local.path.open("rb") as fh:
+                for number, chunk in enumerate(iter(lambda: fh.read(self.part_bytes), b""), 1):
+                    digest = hashlib.md5(chunk, usedforsecurity=False).digest()
+                    answer = self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ContentMD5=base64.b64encode(digest).decode("ascii"),
+                    )
+                    parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+
     def holds(self, key: str, local: Local) -> bool:
         """True if the object at ``key`` is byte for byte ``local`` (see the module doc)."""
         remote = self.head(key)
         if remote is None or remote.size != local.size:
             return False
-        if remote.sha256_b64:
+        if remote.sha256_b64 and "-" not in remote.sha256_b64:
             return remote.sha256_b64 == _b64(local.sha256)
         m = _MD5_ETAG.match(remote.etag)
         if m:
             return m.group(1) == local.md5
+        m = _MULTIPART_ETAG.match(remote.etag)
+        if m and int(m.group(2)) == -(-local.size // self.part_bytes):
+            return m.group(1) == _multipart_md5(local.path, self.part_bytes)
         return self._read_back_sha256(key) == local.sha256
 
     def _read_back_sha256(self, key: str) -> str:
@@ -153,6 +199,15 @@ class S3Store:
         except botocore.exceptions.BotoCoreError as exc:
             raise UploadFailed(f"cannot read back {self.describe(key)}: {exc}") from None
         return sha.hexdigest()
+
+
+def _multipart_md5(path: Path, part_bytes: int) -> str:
+    """S3's ETag of a multipart upload: MD5 of the parts' MD5s (without the ``-N``)."""
+    digests = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(part_bytes):
+            digests += hashlib.md5(chunk, usedforsecurity=False).digest()
+    return hashlib.md5(digests, usedforsecurity=False).hexdigest()
 
 
 def _session(environ: Mapping[str, str]) -> boto3.session.Session:
