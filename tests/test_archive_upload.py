@@ -152,6 +152,45 @@ async def test_sealed_files_are_uploaded_verified_then_removed(
     assert proxy.puts("kalshi.jsonl.zst") == 2  # the data file and its manifest, once each
 
 
+async def test_lines_after_an_upload_go_to_a_new_object_never_over_the_old_one(
+    tmp_path: Path, s3: MotoS3, bucket: str
+) -> None:
+    lines = spool_with_day(tmp_path)
+    async with FaultProxy(s3.url) as proxy:
+        a = archiver(tmp_path, proxy.url, bucket, Clock(AFTER_DAY))
+        await asyncio.to_thread(a.run_once)
+        assert not (tmp_path / DAY).exists()
+        # A line dated yesterday after the day was shipped (a clock step back).
+        late = lines_for(1)
+        w = JsonlWriter(tmp_path, FEED)
+        w.write(DAY, late)
+        w.close()
+        await asyncio.to_thread(a.run_once)
+    objects = s3.objects(bucket)
+    assert decompress(objects[DATA_KEY]) == lines
+    assert decompress(objects[f"{PREFIX}/{DAY}/kalshi.jsonl.2.zst"]) == late
+    assert proxy.puts(DATA_KEY) == 2  # the first object and its manifest, once each
+
+
+async def test_a_different_object_at_the_key_is_never_overwritten(
+    tmp_path: Path, s3: MotoS3, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool_with_day(tmp_path)
+    s3.client().put_object(Bucket=bucket, Key=DATA_KEY, Body=b"someone else's")
+    async with FaultProxy(s3.url) as proxy:
+        a = archiver(tmp_path, proxy.url, bucket, Clock(AFTER_DAY))
+        a.start()
+        try:
+            await wait_until(
+                lambda: a.stats.upload_failures >= 2, "refused uploads", seen=lambda: a.stats
+            )
+        finally:
+            a.stop()
+    assert s3.objects(bucket)[DATA_KEY] == b"someone else's"
+    assert (tmp_path / DAY / "kalshi.jsonl.zst").exists()
+    assert f"s3://{bucket}/{DATA_KEY} already holds a different object" in caplog.text
+
+
 async def test_retention_keeps_uploaded_files_until_it_has_passed(
     tmp_path: Path, s3: MotoS3, bucket: str
 ) -> None:

@@ -95,13 +95,19 @@ def completed_days(root: Path, now: float, grace: float = DEFAULT_GRACE_SECONDS)
 
 
 def seal_day(
-    folder: Path, feed: str, *, now: Callable[[], float] = time.time, step: Step | None = None
+    folder: Path,
+    feed: str,
+    *,
+    now: Callable[[], float] = time.time,
+    step: Step | None = None,
+    taken: Callable[[str], bool] = lambda _: False,
 ) -> list[Manifest]:
     """Seal every plain file of ``feed`` in a completed day folder; return the new manifests.
 
     Returns nothing (and touches nothing) while any plain file is locked by a writer.
     A plain file with a torn last line is left for the writer's repair (which moves
-    the fragment to ``<feed>.torn`` the next time the collector writes).
+    the fragment to ``<feed>.torn`` the next time the collector writes). ``taken``
+    says whether a sealed name was used before (uploaded, and gone from the disk).
     """
     with _locked(sorted(p for p in folder.iterdir() if is_plain(p, feed))) as plain:
         if plain is None:
@@ -118,12 +124,16 @@ def seal_day(
                     path,
                 )
                 continue
-            sealed.append(seal_file(path, now=now, step=step))
+            sealed.append(seal_file(path, now=now, step=step, taken=taken))
         return sealed
 
 
 def seal_file(
-    path: Path, *, now: Callable[[], float] = time.time, step: Step | None = None
+    path: Path,
+    *,
+    now: Callable[[], float] = time.time,
+    step: Step | None = None,
+    taken: Callable[[str], bool] = lambda _: False,
 ) -> Manifest:
     """Compress ``path`` to a sealed file and manifest beside it, then remove ``path``.
 
@@ -131,7 +141,7 @@ def seal_file(
     but a temporary that ``recover`` deletes) if any step before the commit fails.
     """
     report: Step = step or (lambda _: None)
-    sealed = _free_name(path)
+    sealed = _free_name(path, taken)
     tmp = _tmp_path(sealed)
     digest = LineDigest()
     out_sha, out_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -236,12 +246,13 @@ def read_lines(sealed: Path) -> Iterator[bytes]:
             yield pending
 
 
-def _free_name(path: Path) -> Path:
+def _free_name(path: Path, taken: Callable[[str], bool]) -> Path:
     """``<name>.zst``, or ``<name>.<n>.zst`` when a file of that name was sealed before
-    (lines written to a day after it was sealed, e.g. after a clock step)."""
+    (lines written to a day after it was sealed, e.g. after a clock step): a sealed
+    name is never reused, so an uploaded object is never overwritten."""
     candidate = path.with_name(path.name + SEALED_SUFFIX)
     n = 2
-    while candidate.exists() or manifest_path(candidate).exists():
+    while candidate.exists() or manifest_path(candidate).exists() or taken(candidate.name):
         candidate = path.with_name(f"{path.name}.{n}{SEALED_SUFFIX}")
         n += 1
     return candidate

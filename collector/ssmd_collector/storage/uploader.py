@@ -19,6 +19,7 @@ restart simply picks up where the last pass stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import random
@@ -41,11 +42,14 @@ class Archiver:
     def __init__(
         self,
         settings: ArchiveSettings,
-        store: S3Store | None,
+        store: S3Store,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if settings.s3 is None:
+            raise ValueError("an Archiver needs S3 settings")
         self.settings = settings
+        self.settings_s3 = settings.s3
         self.store = store
         self.clock = clock
         self.stats = ArchiveStats(settings.feed)
@@ -62,8 +66,7 @@ class Archiver:
         # Counted before and after: a hung upload must show as lag while it hangs.
         self._count_pending()
         try:
-            if self.store is not None:
-                self.upload_pending(self.store)
+            self.upload_pending()
         finally:
             self._count_pending()
         self.prune()
@@ -72,28 +75,34 @@ class Archiver:
         for folder in completed_days(
             self.settings.spool, self.clock(), self.settings.grace_seconds
         ):
+            day = folder.name
             try:
-                made = seal_day(folder, self.settings.feed, now=self.clock)
+                made = seal_day(
+                    folder,
+                    self.settings.feed,
+                    now=self.clock,
+                    taken=functools.partial(self._name_taken, day),
+                )
             except (SealFailed, ManifestInvalid, OSError) as exc:
                 self.stats.seal_failures += 1
                 log.error("sealing %s failed (the plain files are kept): %s", folder, exc)
                 continue
             self.stats.sealed_files += len(made)
 
-    def upload_pending(self, store: S3Store) -> None:
-        for sealed, manifest in self._pending(store):
+    def upload_pending(self) -> None:
+        for sealed, manifest in self._pending():
             if self._stop.is_set():
                 return
-            self._ship(store, sealed, manifest)
+            self._ship(self.store, sealed, manifest)
 
     def prune(self) -> None:
         """Delete local sealed files (and manifests) uploaded more than retention ago."""
-        if self.store is None:
-            return
         now = self.clock()
         for sealed, manifest in self._sealed():
             entry = self.journal.get(self.store.bucket, self._key(manifest))
-            if entry is None or now - entry.uploaded_at < self.settings.retention_seconds:
+            if entry is None or entry.sha256 != manifest.sealed_sha256:
+                continue
+            if now - entry.uploaded_at < self.settings.retention_seconds:
                 continue
             sealed.unlink(missing_ok=True)
             manifest_path(sealed).unlink(missing_ok=True)
@@ -143,8 +152,13 @@ class Archiver:
     # --- helpers --------------------------------------------------------------------
 
     def _key(self, manifest: Manifest) -> str:
-        assert self.settings.s3 is not None
-        return self.settings.s3.key(manifest.day, manifest.sealed)
+        return self.settings_s3.key(manifest.day, manifest.sealed)
+
+    def _name_taken(self, day: str, name: str) -> bool:
+        return self._uploaded(self.settings_s3.key(day, name))
+
+    def _uploaded(self, key: str) -> bool:
+        return self.journal.get(self.store.bucket, key) is not None
 
     def _sealed(self) -> list[tuple[Path, Manifest]]:
         out = []
@@ -157,17 +171,15 @@ class Archiver:
                     log.error("skipping %s: %s", sealed, exc)
         return out
 
-    def _pending(self, store: S3Store) -> list[tuple[Path, Manifest]]:
+    def _pending(self) -> list[tuple[Path, Manifest]]:
         return [
             (sealed, manifest)
             for sealed, manifest in self._sealed()
-            if self.journal.get(store.bucket, self._key(manifest)) is None
+            if not self._uploaded(self._key(manifest))
         ]
 
     def _count_pending(self) -> None:
-        if self.store is None:
-            return
-        pending = self._pending(self.store)
+        pending = self._pending()
         self.stats.pending_files = len(pending)
         self.stats.oldest_pending_sealed_at = min((m.sealed_at for _, m in pending), default=None)
 
@@ -208,9 +220,18 @@ class Archiver:
         )
 
     def _put_verified(self, store: S3Store, key: str, local: Local, meta: dict[str, str]) -> bool:
-        """Make the store hold ``local`` at ``key``; True if it had to be sent."""
+        """Make the store hold ``local`` at ``key``; True if it had to be sent.
+
+        An object that is there but different is never overwritten (S3 stores whole
+        objects only, so it is not a partial upload of ours: it is someone else's).
+        """
         if store.holds(key, local):
             return False
+        if store.head(key) is not None:
+            raise UploadFailed(
+                f"{store.describe(key)} already holds a different object; not overwriting "
+                f"it with {local.path} (two collectors on one bucket and prefix?)"
+            )
         store.put(key, local, meta)
         if self._stop.is_set():
             return True
