@@ -163,20 +163,17 @@ def test_a_file_the_writer_holds_is_not_sealed(tmp_path: Path) -> None:
     assert [m.sealed for m in seal_day(folder, FEED)] == ["kalshi.jsonl.zst"]
 
 
-def test_a_torn_tail_waits_for_the_writers_repair(tmp_path: Path) -> None:
+def test_a_torn_tail_is_quarantined_as_the_writer_does_then_sealed(tmp_path: Path) -> None:
     plain = write_day(tmp_path, [archive_line(1)])
     with plain.open("ab") as fh:
         fh.write(b'{"ts":"2026-11-27T00:0')
-    assert seal_day(plain.parent, FEED) == []
-    assert plain.exists()
-    # The collector's next start repairs it (the fragment goes to kalshi.torn) ...
-    writer = JsonlWriter(tmp_path, FEED)
-    writer.write("2026-11-28", [archive_line(2, "2026-11-28")])
-    writer.close()
-    # ... and then both the data file and the quarantine are sealed.
     made = seal_day(plain.parent, FEED)
     assert sorted(m.sealed for m in made) == ["kalshi.jsonl.zst", "kalshi.torn.zst"]
     assert list(read_lines(plain.parent / "kalshi.jsonl.zst")) == [archive_line(1)]
+    assert list(read_lines(plain.parent / "kalshi.torn.zst")) == [
+        f"# kalshi.jsonl offset {len(archive_line(1))} length 22\n".encode(),
+        b'{"ts":"2026-11-27T00:0\n',
+    ]
 
 
 def test_other_feeds_files_are_left_alone(tmp_path: Path) -> None:

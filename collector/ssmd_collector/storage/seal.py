@@ -40,6 +40,7 @@ from pathlib import Path
 
 import zstandard
 
+from ..writer import quarantine_torn_tail
 from .manifest import MANIFEST_SUFFIX, LineDigest, Manifest
 
 log = logging.getLogger(__name__)
@@ -105,25 +106,21 @@ def seal_day(
     """Seal every plain file of ``feed`` in a completed day folder; return the new manifests.
 
     Returns nothing (and touches nothing) while any plain file is locked by a writer.
-    A plain file with a torn last line is left for the writer's repair (which moves
-    the fragment to ``<feed>.torn`` the next time the collector writes). ``taken``
-    says whether a sealed name was used before (uploaded, and gone from the disk).
+    A torn last line (a crash mid-write) is first moved to ``<feed>.torn`` exactly as
+    the writer does it, so every sealed file holds whole lines. ``taken`` says
+    whether a sealed name was used before (uploaded, and gone from the disk).
     """
     with _locked(sorted(p for p in folder.iterdir() if is_plain(p, feed))) as plain:
         if plain is None:
             return []
         recover(folder, feed)
-        sealed = []
         for path in plain:
-            if not path.exists():
-                continue  # recovery found it already sealed
-            if not _ends_in_newline(path):
-                log.warning(
-                    "not sealing %s yet: its last line is torn (the collector moves it to "
-                    "the .torn file the next time it writes)",
-                    path,
-                )
-                continue
+            if path.exists() and not _ends_in_newline(path):
+                _quarantine_tail(path)
+        # A repair may have created <feed>.torn; nothing else writes it while we hold
+        # the data files' locks (the writer quarantines only under those).
+        sealed = []
+        for path in sorted(p for p in folder.iterdir() if is_plain(p, feed)):
             sealed.append(seal_file(path, now=now, step=step, taken=taken))
         return sealed
 
@@ -285,6 +282,14 @@ def _same_bytes(plain: Path, manifest: Manifest) -> bool:
         while chunk := fh.read(_CHUNK):
             sha.update(chunk)
     return sha.hexdigest() == manifest.sha256
+
+
+def _quarantine_tail(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        quarantine_torn_tail(fd, path, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def _ends_in_newline(path: Path) -> bool:
