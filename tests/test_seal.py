@@ -176,6 +176,16 @@ def test_a_torn_tail_is_quarantined_as_the_writer_does_then_sealed(tmp_path: Pat
     ]
 
 
+def test_a_quarantine_cut_short_keeps_its_bytes(tmp_path: Path) -> None:
+    plain = write_day(tmp_path, [archive_line(1)])
+    plain.with_suffix(".torn").write_bytes(b"# kalshi.jsonl offset 0 length 5\nabc")
+    seal_day(plain.parent, FEED)
+    assert list(read_lines(plain.parent / "kalshi.torn.zst")) == [
+        b"# kalshi.jsonl offset 0 length 5\n",
+        b"abc\n",
+    ]
+
+
 def test_other_feeds_files_are_left_alone(tmp_path: Path) -> None:
     plain = write_day(tmp_path, [archive_line(1)])
     other = plain.parent / "polymarket.jsonl"

@@ -287,7 +287,13 @@ def _same_bytes(plain: Path, manifest: Manifest) -> bool:
 def _quarantine_tail(path: Path) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
-        quarantine_torn_tail(fd, path, os.fstat(fd).st_size)
+        if path.with_suffix(".torn") == path:
+            # The quarantine itself, cut short by a crash: its bytes are fragments
+            # anyway, so end the last one with a newline rather than lose it.
+            os.pwrite(fd, b"\n", os.fstat(fd).st_size)
+            os.fsync(fd)
+        else:
+            quarantine_torn_tail(fd, path, os.fstat(fd).st_size)
     finally:
         os.close(fd)
 
