@@ -334,8 +334,11 @@ CHILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
+    from ssmd_collector.logs import setup_logging
     from ssmd_collector.metadata import Storage
     from ssmd_collector.storage import open_archive
+
+    setup_logging("json", "debug")
 
     spool, endpoint, bucket = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     storage = Storage("s3", str(spool), bucket, "ssmd/test", endpoint, "us-east-1")
@@ -356,16 +359,18 @@ async def test_a_restart_mid_upload_sends_nothing_twice(
     async with FaultProxy(s3.url) as proxy:
         proxy.hold_puts = True
         args = [sys.executable, "-c", CHILD, str(tmp_path), proxy.url, bucket]
-        first = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+        logs = [tmp_path / "first.log", tmp_path / "second.log"]
+        with logs[0].open("wb") as err:
+            first = subprocess.Popen(args, env=env, stderr=err)
         try:
             await wait_until(
                 lambda: proxy.puts(".zst") >= 1 or first.poll() is not None,
                 "a PUT that reached the store",
             )
-            assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+            assert first.poll() is None, logs[0].read_text()
         finally:
             first.kill()
-            first.communicate(timeout=deadline(30))
+            first.wait(timeout=deadline(30))
         assert first.returncode == -signal.SIGKILL
         assert journal_keys(tmp_path) == []
         assert (tmp_path / DAY / "kalshi.jsonl.zst").exists(), "not removed: never verified"
@@ -373,7 +378,8 @@ async def test_a_restart_mid_upload_sends_nothing_twice(
 
         proxy.hold_puts = False
         proxy.release.set()
-        second = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+        with logs[1].open("wb") as err:
+            second = subprocess.Popen(args, env=env, stderr=err)
         try:
             await wait_until(
                 lambda: len(journal_keys(tmp_path)) == 2 and not (tmp_path / DAY).exists(),
@@ -382,8 +388,13 @@ async def test_a_restart_mid_upload_sends_nothing_twice(
             )
         finally:
             second.send_signal(signal.SIGTERM)
-            second.communicate(timeout=deadline(30))
+            second.wait(timeout=deadline(30))
     assert_shipped(s3, bucket, lines)
+    # At debug level, nothing that signs a request was logged.
+    logged = logs[0].read_bytes() + logs[1].read_bytes()
+    assert b"found already uploaded s3://" in logged, logged[-2000:]
+    for secret in (*CREDENTIALS.values(), "Signature=", "Authorization"):
+        assert secret.encode() not in logged, secret
     # Every object was PUT exactly once, across both runs.
     puts = {p: n for (m, p), n in proxy.forwarded.items() if m == "PUT"}
     assert set(puts.values()) == {1}, (held, puts)

@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# At DEBUG, botocore logs every request with its Authorization header (the access key
+# id and the signature) and urllib3 every URL: pinned at INFO, so --log-level debug
+# can never print credentials (as kalshi.py does for websockets).
+for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.INFO)
+
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?\Z')
 _MULTIPART_ETAG = re.compile(r'^"?([0-9a-f]{32})-([0-9]+)"?\Z')
 MULTIPART_ABOVE = 64 << 20
