@@ -28,6 +28,7 @@ from s3_harness import CREDENTIALS, REGION, FaultProxy, MotoS3, moto_s3
 
 from ssmd_collector.storage.metrics import ArchiveCollector
 from ssmd_collector.storage.s3 import S3Store
+from ssmd_collector.storage.seal import read_manifest
 from ssmd_collector.storage.settings import ArchiveSettings, S3Settings
 from ssmd_collector.storage.uploader import Archiver
 from ssmd_collector.writer import JsonlWriter
@@ -189,6 +190,21 @@ async def test_a_different_object_at_the_key_is_never_overwritten(
     assert s3.objects(bucket)[DATA_KEY] == b"someone else's"
     assert (tmp_path / DAY / "kalshi.jsonl.zst").exists()
     assert f"s3://{bucket}/{DATA_KEY} already holds a different object" in caplog.text
+
+
+async def test_a_corrupted_copy_of_ours_is_replaced(
+    tmp_path: Path, s3: MotoS3, bucket: str
+) -> None:
+    lines = spool_with_day(tmp_path)
+    async with FaultProxy(s3.url) as proxy:
+        a = archiver(tmp_path, proxy.url, bucket, Clock(AFTER_DAY))
+        await asyncio.to_thread(a.seal_completed)
+        sealed_sha = read_manifest(tmp_path / DAY / "kalshi.jsonl.zst").sealed_sha256
+        s3.client().put_object(
+            Bucket=bucket, Key=DATA_KEY, Body=b"garbled", Metadata={"sha256": sealed_sha}
+        )
+        await asyncio.to_thread(a.run_once)
+    assert_shipped(s3, bucket, lines)
 
 
 async def test_retention_keeps_uploaded_files_until_it_has_passed(

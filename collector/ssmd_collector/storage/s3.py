@@ -76,6 +76,8 @@ class Remote:
     size: int
     etag: str
     sha256_b64: str | None
+    meant_sha256: str | None
+    """The ``sha256`` metadata the uploader set: the SHA-256 of the file it meant to send."""
 
 
 class S3Store:
@@ -122,9 +124,16 @@ class S3Store:
             raise UploadFailed(f"cannot check {self.describe(key)}: {_reason(exc)}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise UploadFailed(f"cannot check {self.describe(key)}: {exc}") from None
-        return Remote(answer["ContentLength"], answer.get("ETag", ""), answer.get("ChecksumSHA256"))
+        return Remote(
+            answer["ContentLength"],
+            answer.get("ETag", ""),
+            answer.get("ChecksumSHA256"),
+            answer.get("Metadata", {}).get("sha256"),
+        )
 
     def put(self, key: str, local: Local, metadata: Mapping[str, str]) -> None:
+        """Upload ``local``; its SHA-256 goes into the object's ``sha256`` metadata."""
+        metadata = {**metadata, "sha256": local.sha256}
         try:
             if local.size > self.multipart_above:
                 self._put_parts(key, local, metadata)
@@ -182,7 +191,10 @@ class S3Store:
     def holds(self, key: str, local: Local) -> bool:
         """True if the object at ``key`` is byte for byte ``local`` (see the module doc)."""
         remote = self.head(key)
-        if remote is None or remote.size != local.size:
+        return remote is not None and self.matches(key, remote, local)
+
+    def matches(self, key: str, remote: Remote, local: Local) -> bool:
+        if remote.size != local.size:
             return False
         if remote.sha256_b64 and "-" not in remote.sha256_b64:
             return remote.sha256_b64 == _b64(local.sha256)

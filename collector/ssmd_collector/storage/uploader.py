@@ -186,11 +186,7 @@ class Archiver:
     def _ship(self, store: S3Store, sealed: Path, manifest: Manifest) -> None:
         key = self._key(manifest)
         data = Local(sealed, manifest.sealed_bytes, manifest.sealed_sha256, manifest.sealed_md5)
-        meta = {
-            "sha256": manifest.sealed_sha256,
-            "lines": str(manifest.lines),
-            "plain-sha256": manifest.sha256,
-        }
+        meta = {"lines": str(manifest.lines), "plain-sha256": manifest.sha256}
         sent = self._put_verified(store, key, data, meta)
         if self._stop.is_set():
             return  # stopped during a request: the next run checks what the store holds
@@ -202,7 +198,7 @@ class Archiver:
             hashlib.sha256(raw).hexdigest(),
             hashlib.md5(raw, usedforsecurity=False).hexdigest(),
         )
-        self._put_verified(store, key + MANIFEST_SUFFIX, side_local, {})
+        sent_manifest = self._put_verified(store, key + MANIFEST_SUFFIX, side_local, {})
         if self._stop.is_set():
             return
         self.journal.record(
@@ -211,6 +207,8 @@ class Archiver:
         self.stats.uploaded_files += 1
         if sent:
             self.stats.uploaded_bytes += manifest.sealed_bytes
+        if sent_manifest:
+            self.stats.uploaded_bytes += len(raw)
         log.info(
             "%s %s (%d bytes, %d lines)",
             "uploaded" if sent else "found already uploaded",
@@ -222,16 +220,20 @@ class Archiver:
     def _put_verified(self, store: S3Store, key: str, local: Local, meta: dict[str, str]) -> bool:
         """Make the store hold ``local`` at ``key``; True if it had to be sent.
 
-        An object that is there but different is never overwritten (S3 stores whole
-        objects only, so it is not a partial upload of ours: it is someone else's).
+        A different object at ``key`` is overwritten only if it was meant to be this
+        file (its ``sha256`` metadata says so: a corrupted copy of ours); anything
+        else is someone else's and is never replaced.
         """
-        if store.holds(key, local):
-            return False
-        if store.head(key) is not None:
-            raise UploadFailed(
-                f"{store.describe(key)} already holds a different object; not overwriting "
-                f"it with {local.path} (two collectors on one bucket and prefix?)"
-            )
+        remote = store.head(key)
+        if remote is not None:
+            if store.matches(key, remote, local):
+                return False
+            if remote.meant_sha256 != local.sha256:
+                raise UploadFailed(
+                    f"{store.describe(key)} already holds a different object; not "
+                    f"overwriting it with {local.path} (two collectors on one bucket and "
+                    "prefix?)"
+                )
         store.put(key, local, meta)
         if self._stop.is_set():
             return True
