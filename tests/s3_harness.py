@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import boto3
@@ -34,7 +35,7 @@ class MotoS3:
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:
         return boto3.client(
             "s3",
             endpoint_url=self.url,
