@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import archive_bench
 from bench.collector_run import CollectorRun, run_collector
 from bench.contenders.run import REPO, run_contender
 from bench.expected import Expected, replay
@@ -80,6 +81,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--markets", type=int, default=100, help="simulated markets (<= 256)")
     p.add_argument("--operator-envs", type=int, help="SsmdEnvironments for the operator run")
     p.add_argument("--skip-operator", action="store_true")
+    p.add_argument("--skip-archive", action="store_true")
+    p.add_argument(
+        "--archive-only", action="store_true", help="only the archive: seal and upload cost"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p.parse_args()
 
@@ -226,6 +231,14 @@ def latency(plan: Plan, keys: KeyPair, work: Path, results: Results) -> None:
     )
 
 
+def archive(plan: Plan, work: Path, results: Results) -> None:
+    _say(f"archive: sealing and uploading a day file of {plan.messages:,} messages")
+    results.archive = archive_bench.measure_archive(
+        Workload(plan.messages, plan.markets), work / "archive", plan.receiver_core,
+        plan.sender_core,
+    )  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     plan = Plan.of(args)
@@ -259,8 +272,16 @@ def main() -> None:
             for k, v in sorted(expected.per_type.items(), key=lambda kv: -kv[1])
             if k != "subscribed"
         )
+        if args.archive_only:
+            archive(plan, work, results)
+            print(archive_bench.render(results.archive, None))  # type: ignore[arg-type]
+            return
         throughput(plan, keys, expected, work, results)
         latency(plan, keys, work, results)
+        if args.skip_archive:
+            results.skipped["archive"] = "--skip-archive"
+        else:
+            archive(plan, work, results)
         if args.skip_operator:
             results.skipped["operator"] = "--skip-operator"
         else:

@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.archive_bench import ArchiveResult
+from bench.archive_bench import render as render_archive
 from bench.measure import Summary
 from bench.operator_bench import OperatorResult
 
@@ -59,6 +61,7 @@ class Results:
     samples: list[dict[str, Any]] = field(default_factory=list)
     latency: Latency | None = None
     operator: OperatorResult | None = None
+    archive: ArchiveResult | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
@@ -189,6 +192,10 @@ def render(r: Results) -> str:
             f"core {lat.cpu_wait_share:.1%} of the time"
             + ("" if lat.complete else f"; INCOMPLETE: {lat.note}")
         )
+    if r.archive:
+        coll = r.summaries.get("collector")
+        out.append("")
+        out.append(render_archive(r.archive, coll.cpu_us_per_msg if coll else None))
     if r.operator:
         o = r.operator
         out.append("")

@@ -41,9 +41,7 @@ def test_validate_lists_every_problem_and_fails(tmp_path: Path) -> None:
     assert result.returncode == 1
     err = result.stderr
     assert "environments/test.yaml: name: expected 'test'" in err
-    assert (
-        "environments/test.yaml: storage.type: expected local (s3 storage is not supported" in err
-    )
+    assert "environments/test.yaml: storage.bucket: expected a non-empty string" in err
     assert "schemas/trade.yaml: versions[0].hash: expected the sha256 of schemas/trade.capnp" in err
 
 

@@ -822,16 +822,87 @@ def test_keys_must_be_a_mapping(tree: dict[str, bytes]) -> None:
 # --- storage and transport ---------------------------------------------------------
 
 
-def test_s3_storage_is_not_supported_yet(tree: dict[str, bytes]) -> None:
-    files = edited(tree, PROD, "  type: local\n", "  type: s3\n")
+S3_STORAGE = "  type: s3\n  path: /var/lib/ssmd/spool\n  bucket: market-data\n"
+
+
+def test_s3_storage_parses_with_defaults_and_every_field(tree: dict[str, bytes]) -> None:
+    files = edited(tree, PROD, "  type: local\n  path: /var/lib/ssmd/data\n", S3_STORAGE)
+    assert validate(files) == []
+    storage = resolve_environment(files, "kalshi-prod", DAY).environment.storage
+    assert storage == Storage("s3", "/var/lib/ssmd/spool", "market-data")
+    full = S3_STORAGE + (
+        "  prefix: ssmd/prod\n  endpoint: https://minio.data:9000\n  region: eu-west-1\n"
+        "  local_retention_hours: 48\n"
+    )
+    files = edited(tree, PROD, "  type: local\n  path: /var/lib/ssmd/data\n", full)
+    storage = resolve_environment(files, "kalshi-prod", DAY).environment.storage
+    assert storage == Storage(
+        "s3",
+        "/var/lib/ssmd/spool",
+        "market-data",
+        "ssmd/prod",
+        "https://minio.data:9000",
+        "eu-west-1",
+        48.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            "  bucket: Market_Data\n",
+            "storage.bucket: expected an S3 bucket name (3-63 of a-z, 0-9, '.', '-'; starting "
+            "and ending alphanumeric); found 'Market_Data'",
+        ),
+        (
+            "  prefix: /abs\n",
+            "storage.prefix: expected a key prefix such as 'ssmd/prod' (no leading '/', no '.' "
+            "or '..' parts); found '/abs'",
+        ),
+        (
+            "  prefix: a/../b\n",
+            "storage.prefix: expected a key prefix such as 'ssmd/prod' (no leading '/', no '.' "
+            "or '..' parts); found 'a/../b'",
+        ),
+        (
+            "  endpoint: minio:9000\n",
+            "storage.endpoint: expected an http:// or https:// URL of an S3-compatible endpoint, "
+            "e.g. https://minio:9000; found 'minio:9000'",
+        ),
+        (
+            "  local_retention_hours: -1\n",
+            "storage.local_retention_hours: expected a number of hours from 0 to 999999; found "
+            "int -1",
+        ),
+        (
+            "  local_retention_hours: forever\n",
+            "storage.local_retention_hours: expected a number of hours from 0 to 999999; found "
+            "'forever'",
+        ),
+        ("  region: 5\n", "storage.region: expected a non-empty string; found int 5"),
+    ],
+)
+def test_s3_storage_problems_name_the_field(
+    tree: dict[str, bytes], extra: str, problem: str
+) -> None:
+    storage = S3_STORAGE.replace("  bucket: market-data\n", "") if "bucket" in extra else S3_STORAGE
+    files = edited(tree, PROD, "  type: local\n  path: /var/lib/ssmd/data\n", storage + extra)
+    assert validate(files) == [f"{PROD}: {problem}"]
+
+
+def test_s3_storage_needs_a_bucket_and_a_path(tree: dict[str, bytes]) -> None:
+    files = edited(tree, PROD, "  type: local\n  path: /var/lib/ssmd/data\n", "  type: s3\n")
     assert validate(files) == [
-        f"{PROD}: storage.type: expected local (s3 storage is not supported yet); found 's3'"
+        f"{PROD}: storage.path: expected a non-empty string; found nothing (field missing or null)",
+        f"{PROD}: storage.bucket: expected a non-empty string; found nothing (field missing or "
+        "null)",
     ]
 
 
 def test_unknown_storage_type(tree: dict[str, bytes]) -> None:
     files = edited(tree, PROD, "  type: local\n", "  type: ftp\n")
-    assert validate(files) == [f"{PROD}: storage.type: expected one of local; found 'ftp'"]
+    assert validate(files) == [f"{PROD}: storage.type: expected one of local, s3; found 'ftp'"]
 
 
 def test_storage_is_required(tree: dict[str, bytes]) -> None:
@@ -1016,7 +1087,8 @@ def test_validate_tree_lists_every_problem_of_a_broken_file_in_one_run(
         "sealed-secret/... and vault/... are not supported yet); found 'vault/kalshi'",
         f"{dev}: transport.type: expected memory (nats and mqtt transports are not supported "
         "yet); found 'nats'",
-        f"{dev}: storage.type: expected local (s3 storage is not supported yet); found 's3'",
+        f"{dev}: storage.bucket: expected a non-empty string; found nothing (field missing or "
+        "null)",
         f"{dev}: subscriptions[0].channels: expected a non-empty list of strings; found list []",
     ]
     # The good environments are unaffected.

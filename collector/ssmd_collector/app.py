@@ -39,6 +39,7 @@ from .metadata import MetadataInvalid, Resolved, read_directory, resolve_environ
 from .metrics import ErrorType, Stats, registry_for
 from .runner import Runner
 from .settings import Settings
+from .storage import ArchiveConfigInvalid, open_archive
 from .writer import JsonlWriter, WriteFailed
 
 __all__ = ["ConfigError", "Plan", "Settings", "plan", "run"]
@@ -112,7 +113,11 @@ async def run(
     try:
         p = plan(settings, environ, today)
         ssl_context = _ssl_context(settings.ca_file)
-    except ConfigError as exc:
+        # The archive (sealing, S3 uploads) runs beside the data path, in its own thread.
+        archive = open_archive(
+            p.resolved.environment.storage, p.data_dir, p.resolved.feed.name, environ
+        )
+    except (ConfigError, ArchiveConfigInvalid) as exc:
         log.error("configuration error: %s", exc)
         return ExitCode.CONFIG_ERROR
     r = p.resolved
@@ -143,7 +148,7 @@ async def run(
     server = HealthServer(
         stats,
         connector.metrics,
-        registry_for(stats, connector.metrics),
+        registry_for(stats, connector.metrics, archive.collectors),
         settings.http_host,
         settings.port,
     )
@@ -169,6 +174,7 @@ async def run(
         schema=f"{r.schema.name}:{r.schema_version.version}",
         pid=os.getpid(),
     )
+    archive.start()
 
     data = JsonlWriter(p.data_dir, feed)
     rejects = JsonlWriter(p.data_dir, feed, ".rejected.jsonl")
@@ -211,6 +217,7 @@ async def run(
         events.record("stop", exit_code=int(code), exit=code.name, reason=reason)
         with contextlib.suppress(WriteFailed):
             await asyncio.to_thread(events.close)
+        await archive.stop()
     log.info(
         "exiting with %d (%s) after %d messages, %d lines written",
         code,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -240,8 +240,16 @@ class CollectorMetrics(Collector):
         yield info
 
 
-def registry_for(stats: Stats, connector: ConnectorMetrics) -> CollectorRegistry:
-    """A registry of its own (not the global one), so tests can run many collectors."""
+def registry_for(
+    stats: Stats, connector: ConnectorMetrics, others: Iterable[Collector] = ()
+) -> CollectorRegistry:
+    """A registry of its own (not the global one), so tests can run many collectors.
+
+    ``others`` are the collectors of further components that own their metrics (the
+    archive).
+    """
     registry = CollectorRegistry(auto_describe=True)
     registry.register(CollectorMetrics(stats, connector))
+    for collector in others:
+        registry.register(collector)
     return registry

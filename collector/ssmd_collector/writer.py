@@ -33,6 +33,41 @@ log = logging.getLogger(__name__)
 _TAIL_CHUNK = 64 * 1024
 
 
+def quarantine_torn_tail(fd: int, path: Path, size: int) -> Path | None:
+    """Move bytes after the last newline (a line torn by a crash) to ``<stem>.torn``.
+
+    ``fd`` is ``path`` opened for writing, its size ``size``; the caller holds its
+    lock. Returns the quarantine file, or None if the file ended in a whole line.
+    Shared with the archive, which repairs a completed day before sealing it.
+    """
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return None
+    end = size
+    cut = 0
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            cut = start + nl + 1
+            break
+        end = start
+    tail = os.pread(fd, size - cut, cut)
+    quarantine = path.with_suffix(".torn")
+    qfd = os.open(quarantine, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        # One fragment per line: prefixed by where it came from, raw bytes kept.
+        os.write(qfd, f"# {path.name} offset {cut} length {len(tail)}\n".encode())
+        os.write(qfd, tail + b"\n")
+        os.fsync(qfd)
+    finally:
+        os.close(qfd)
+    os.ftruncate(fd, cut)
+    os.fsync(fd)
+    log.warning("moved a torn last line (%d bytes) from %s to %s", len(tail), path, quarantine)
+    return quarantine
+
+
 class WriteFailed(Exception):
     """Storage refused a write; the file was left ending in a whole line."""
 
@@ -155,36 +190,10 @@ class JsonlWriter:
                 os.close(fd)
 
     def _repair_tail(self, f: _Open) -> None:
-        """Move bytes after the last newline (a line torn by a crash) to ``.torn``."""
-        if f.size == 0 or os.pread(f.fd, 1, f.size - 1) == b"\n":
-            return
-        end = f.size
-        cut = 0
-        while end > 0:
-            start = max(0, end - _TAIL_CHUNK)
-            chunk = os.pread(f.fd, end - start, start)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                cut = start + nl + 1
-                break
-            end = start
-        tail = os.pread(f.fd, f.size - cut, cut)
-        quarantine = f.path.with_suffix(".torn")
-        qfd = os.open(quarantine, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            # One fragment per line: prefixed by where it came from, raw bytes kept.
-            os.write(qfd, f"# {f.path.name} offset {cut} length {len(tail)}\n".encode())
-            os.write(qfd, tail + b"\n")
-            os.fsync(qfd)
-        finally:
-            os.close(qfd)
-        os.ftruncate(f.fd, cut)
-        os.fsync(f.fd)
-        f.size = cut
-        self.repaired.append(quarantine)
-        log.warning(
-            "moved a torn last line (%d bytes) from %s to %s", len(tail), f.path, quarantine
-        )
+        quarantine = quarantine_torn_tail(f.fd, f.path, f.size)
+        if quarantine is not None:
+            f.size = os.fstat(f.fd).st_size
+            self.repaired.append(quarantine)
 
     def _truncate(self, f: _Open, size: int) -> None:
         try:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ssmd_collector.storage.settings import ENV_OVERRIDES as ARCHIVE_ENV
+
 from .names import (
     ANNOTATION_FEED_VERSION,
     ANNOTATION_SNAPSHOT_HASH,
@@ -33,7 +35,7 @@ from .names import (
 )
 from .secrets import SecretEnvVar
 from .snapshot import Snapshot
-from .spec import EnvironmentSpec
+from .spec import EnvironmentSpec, S3Spec
 
 Manifest = dict[str, Any]
 
@@ -137,7 +139,8 @@ def deployment(
                 "valueFrom": {"secretKeyRef": {"name": spec.secret_name, "key": var.secret_key}},
             }
             for var in secret_env
-        ],
+        ]
+        + archive_env(spec.storage.s3),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
@@ -222,6 +225,36 @@ def deployment(
             },
         },
     }
+
+
+def archive_env(s3: S3Spec | None) -> list[Manifest]:
+    """The collector's ``SSMD_S3_*`` overrides, and AWS keys by reference to their Secret.
+
+    Bucket settings are not secret and go in as values; the keys only ever as
+    ``secretKeyRef``, so no credential is copied into the Deployment.
+    """
+    if s3 is None:
+        return []
+    settings = {
+        "bucket": s3.bucket,
+        "prefix": s3.prefix,
+        "endpoint": s3.endpoint,
+        "region": s3.region,
+    }
+    env: list[Manifest] = [
+        {"name": ARCHIVE_ENV[field], "value": value}
+        for field, value in settings.items()
+        if value is not None
+    ]
+    if s3.secret_name is not None:
+        for name, key in (
+            ("AWS_ACCESS_KEY_ID", s3.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key_key),
+        ):
+            env.append(
+                {"name": name, "valueFrom": {"secretKeyRef": {"name": s3.secret_name, "key": key}}}
+            )
+    return env
 
 
 def without_nones(value: Any) -> Any:

@@ -35,11 +35,27 @@ class MetadataSource:
 
 
 @dataclass(frozen=True)
+class S3Spec:
+    """Where sealed files are shipped (``spec.storage.s3``), and the Secret with the keys."""
+
+    bucket: str
+    prefix: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    secret_name: str | None = None
+    """None: the collector finds credentials itself (e.g. IRSA web identity)."""
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key name, not a value
+
+
+@dataclass(frozen=True)
 class Storage:
-    """Where the collector writes: a pod-lifetime emptyDir, or an existing claim."""
+    """Where the collector writes: a pod-lifetime emptyDir, or an existing claim; and
+    optionally the bucket its sealed files go to."""
 
     claim_name: str | None = None
     size_limit: str | None = None
+    s3: S3Spec | None = None
 
     @property
     def persistent(self) -> bool:
@@ -135,16 +151,44 @@ def _storage(raw: object) -> Storage:
         raise SpecInvalid(f"spec.storage: expected a mapping; found {raw!r}")
     empty_dir = raw.get("emptyDir")
     claim = raw.get("persistentVolumeClaim")
+    s3 = _s3(raw.get("s3"))
     if empty_dir is not None and claim is not None:
         raise SpecInvalid("spec.storage: expected exactly one of emptyDir, persistentVolumeClaim")
     if isinstance(claim, Mapping):
         name = _text(claim, "claimName", "spec.storage.persistentVolumeClaim")
         if name is None:
             raise SpecInvalid("spec.storage.persistentVolumeClaim.claimName: expected a claim name")
-        return Storage(claim_name=name)
+        return Storage(claim_name=name, s3=s3)
     if isinstance(empty_dir, Mapping) and empty_dir.get("sizeLimit") is not None:
-        return Storage(size_limit=str(empty_dir["sizeLimit"]))
-    return Storage()
+        return Storage(size_limit=str(empty_dir["sizeLimit"]), s3=s3)
+    return Storage(s3=s3)
+
+
+def _s3(raw: object) -> S3Spec | None:
+    where = "spec.storage.s3"
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpecInvalid(f"{where}: expected {{bucket, prefix?, endpoint?, ...}}; found {raw!r}")
+    bucket = _text(raw, "bucket", where)
+    if bucket is None:
+        raise SpecInvalid(f"{where}.bucket: expected a bucket name; found nothing")
+    secret = raw.get("credentialsSecret")
+    if secret is not None and not isinstance(secret, Mapping):
+        raise SpecInvalid(f"{where}.credentialsSecret: expected {{name, ...}}; found {secret!r}")
+    secret = secret or {}
+    in_secret = f"{where}.credentialsSecret"
+    return S3Spec(
+        bucket=bucket,
+        prefix=_text(raw, "prefix", where),
+        endpoint=_text(raw, "endpoint", where),
+        region=_text(raw, "region", where),
+        secret_name=_text(secret, "name", in_secret),
+        access_key_id_key=_text(secret, "accessKeyIdKey", in_secret) or "AWS_ACCESS_KEY_ID",
+        secret_access_key_key=(
+            _text(secret, "secretAccessKeyKey", in_secret) or "AWS_SECRET_ACCESS_KEY"
+        ),
+    )
 
 
 def _resources(raw: object) -> Mapping[str, Mapping[str, str]]:

@@ -153,6 +153,19 @@ def test_examples_are_accepted(example: Path) -> None:
         {},
         {"secretName": "kalshi-keys", "storage": {"persistentVolumeClaim": {"claimName": "d"}}},
         {"storage": {"emptyDir": {"sizeLimit": "1Gi"}}, "resources": {"limits": {"cpu": 1}}},
+        {
+            "storage": {
+                "persistentVolumeClaim": {"claimName": "spool"},
+                "s3": {
+                    "bucket": "market-data",
+                    "prefix": "ssmd/prod",
+                    "endpoint": "https://minio.data:9000",
+                    "region": "eu-west-1",
+                    "credentialsSecret": {"name": "s3-keys", "accessKeyIdKey": "id"},
+                },
+            }
+        },
+        {"storage": {"emptyDir": {}, "s3": {"bucket": "market-data"}}},
         {"environment": "a" * 63, "imagePullPolicy": "Always", "logFormat": "text"},
         {
             "metadata": {
@@ -202,6 +215,26 @@ SCHEMA_MISTAKES: list[tuple[dict[str, Any], str, list[str]]] = [
         {"storage": {"emptyDir": {"sizeLimit": "lots"}}},
         "spec.storage.emptyDir.sizeLimit",
         ["lots", "does not match"],
+    ),
+    (
+        {"storage": {"emptyDir": {}, "s3": {"prefix": "p"}}},
+        "spec.storage.s3",
+        ["'bucket' is a required property"],
+    ),
+    (
+        {"storage": {"emptyDir": {}, "s3": {"bucket": "Market_Data"}}},
+        "spec.storage.s3.bucket",
+        ["Market_Data", "does not match"],
+    ),
+    (
+        {"storage": {"emptyDir": {}, "s3": {"bucket": "b-1", "endpoint": "minio:9000"}}},
+        "spec.storage.s3.endpoint",
+        ["minio:9000", "does not match"],
+    ),
+    (
+        {"storage": {"emptyDir": {}, "s3": {"bucket": "b-1", "credentialsSecret": {}}}},
+        "spec.storage.s3.credentialsSecret",
+        ["'name' is a required property"],
     ),
     (
         {"resources": {"limits": {"memory": "lots"}}},

@@ -33,6 +33,12 @@ COLLECTOR_SPECS: dict[str, dict[str, Any]] = {
     "emptyDir": {},
     "emptyDir-sizeLimit": {"storage": {"emptyDir": {"sizeLimit": "2Gi"}}},
     "pvc": {"storage": {"persistentVolumeClaim": {"claimName": "data"}}},
+    "pvc-s3": {
+        "storage": {
+            "persistentVolumeClaim": {"claimName": "data"},
+            "s3": {"bucket": "market-data", "credentialsSecret": {"name": "s3-keys"}},
+        }
+    },
     "paused": {"paused": True},
     "text-logs-custom-image": {"logFormat": "text", "image": "registry.example/c:1"},
 }

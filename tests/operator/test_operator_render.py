@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 
 from ssmd_collector.keys import env_var_names
-from ssmd_collector.metadata import read_directory, resolve_environment
+from ssmd_collector.metadata import Storage, read_directory, resolve_environment
+from ssmd_collector.storage.settings import archive_settings
 from ssmd_operator import events, render, snapshot
 from ssmd_operator.drift import matches
 from ssmd_operator.secrets import check_secret
@@ -122,6 +123,39 @@ def test_storage_resources_pause_and_pull_policy() -> None:
     assert (c["image"], c["imagePullPolicy"]) == ("registry.example/ssmd:1", "Always")
     _, dep, _ = prod(storage={"emptyDir": {"sizeLimit": "2Gi"}})
     assert dep["spec"]["template"]["spec"]["volumes"][1]["emptyDir"] == {"sizeLimit": "2Gi"}
+
+
+def test_s3_settings_go_in_as_values_and_keys_only_by_secret_reference() -> None:
+    s3 = {
+        "bucket": "market-data",
+        "prefix": "ssmd/prod",
+        "endpoint": "https://minio.data:9000",
+        "credentialsSecret": {"name": "s3-keys", "secretAccessKeyKey": "secret"},
+    }
+    _, dep, _ = prod(storage={"emptyDir": {}, "s3": s3})
+    env = container(dep)["env"]
+    assert env[2:] == [
+        {"name": "SSMD_S3_BUCKET", "value": "market-data"},
+        {"name": "SSMD_S3_PREFIX", "value": "ssmd/prod"},
+        {"name": "SSMD_S3_ENDPOINT", "value": "https://minio.data:9000"},
+        {
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}},
+        },
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": "secret"}},
+        },
+    ]
+    # The variables are the ones the collector reads.
+    values = {e["name"]: e["value"] for e in env if "value" in e}
+    settings = archive_settings(Storage("local", "/data"), Path("/data"), "kalshi", values)
+    assert settings.s3 is not None
+    assert (settings.s3.bucket, settings.s3.prefix) == ("market-data", "ssmd/prod")
+    # Without a Secret (IRSA and the like), no key variables at all.
+    _, dep, _ = prod(storage={"emptyDir": {}, "s3": {"bucket": "market-data"}})
+    assert container(dep)["env"][2:] == [{"name": "SSMD_S3_BUCKET", "value": "market-data"}]
+    kubernetes_validate.validate(render.without_nones(dep), K8S_VERSION, strict=True)
 
 
 def test_children_are_owned_and_labelled() -> None:

@@ -258,6 +258,9 @@ def test_spec_defaults_match_the_crd() -> None:
         ({"metadata": {"configMaps": [{"name": "x", "directory": "other"}]}}, "directory"),
         ({"paused": "yes"}, "spec.paused"),
         ({"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
+        ({"storage": {"s3": {}}}, "spec.storage.s3.bucket"),
+        ({"storage": {"s3": {"bucket": 5}}}, "spec.storage.s3.bucket"),
+        ({"storage": {"s3": {"bucket": "b-1", "credentialsSecret": "k"}}}, "credentialsSecret"),
     ],
 )
 def test_invalid_spec_names_the_field(spec: dict[str, Any], field: str) -> None:

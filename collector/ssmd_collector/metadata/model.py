@@ -85,8 +85,16 @@ class Subscription:
 
 @dataclass(frozen=True)
 class Storage:
+    """Where the collector writes (``path``) and, for ``s3``, where sealed files go."""
+
     type: str
     path: str
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str | None = None
+    local_retention_hours: float = 0.0
+    """How long an uploaded file stays on the local disk (0: removed once verified)."""
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,16 @@ FEED_TYPES = ("websocket", "rest", "multicast")
 FEED_STATUSES = ("active", "deprecated", "disabled")
 SCHEMA_FORMATS = ("capnp", "protobuf", "json_schema")
 SCHEMA_STATUSES = ("draft", "active", "deprecated")
-STORAGE_TYPES = ("local",)
+STORAGE_TYPES = ("local", "s3")
 TRANSPORT_TYPES = ("memory",)
-LATER_STORAGE = ("s3",)
 LATER_TRANSPORTS = ("nats", "mqtt")
 HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 SCHEMA_REF_RE = re.compile(r"^([^:\s]+):([^:\s]+)\Z")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 KINDS = ("feeds", "schemas", "environments")
+# S3's rules for new buckets: 3-63 of a-z 0-9 . -, starting and ending alphanumeric.
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+ENDPOINT_RE = re.compile(r"^https?://[^\s/?#]+(:[0-9]+)?/?\Z")
 
 
 def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
@@ -330,17 +332,55 @@ def _storage(f: Fields) -> Storage | None:
     s = f.mapping("storage")
     if s is None:
         return None
-    stype = s.text("type")
-    if stype in LATER_STORAGE:
-        s.problem("type", "local (s3 storage is not supported yet)", stype)
-        return None
-    if stype is not None and stype not in STORAGE_TYPES:
-        s.problem("type", "one of " + ", ".join(STORAGE_TYPES), stype)
-        return None
+    stype = s.text("type", choices=STORAGE_TYPES)
     path = s.text("path")
-    if stype is None or path is None:
+    if stype != "s3":
+        return None if stype is None or path is None else Storage(stype, path)
+    bucket = s.text("bucket")
+    prefix = s.text("prefix", required=False) or ""
+    endpoint = s.text("endpoint", required=False)
+    region = s.text("region", required=False)
+    retention = _retention(s)
+    before = len(s.problems)
+    for key, value, check in (
+        ("bucket", bucket, check_bucket),
+        ("prefix", prefix, check_prefix),
+        ("endpoint", endpoint, check_endpoint),
+    ):
+        expected = check(value) if value else None
+        if expected:
+            s.problem(key, expected, value)
+    if path is None or bucket is None or retention is None or len(s.problems) != before:
         return None
-    return Storage(stype, path)
+    return Storage(stype, path, bucket, prefix, endpoint, region, retention)
+
+
+def _retention(s: Fields) -> float | None:
+    raw = s.data.get("local_retention_hours", 0)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw < 1e6:
+        s.problem("local_retention_hours", "a number of hours from 0 to 999999", raw)
+        return None
+    return float(raw)
+
+
+def check_bucket(value: str) -> str | None:
+    """What a bucket name should be, or None if ``value`` is one."""
+    if BUCKET_RE.match(value) and ".." not in value:
+        return None
+    return "an S3 bucket name (3-63 of a-z, 0-9, '.', '-'; starting and ending alphanumeric)"
+
+
+def check_prefix(value: str) -> str | None:
+    parts = value.strip("/").split("/")
+    if value.startswith("/") or any(p in (".", "..") for p in parts) or "//" in value:
+        return "a key prefix such as 'ssmd/prod' (no leading '/', no '.' or '..' parts)"
+    return None
+
+
+def check_endpoint(value: str) -> str | None:
+    if ENDPOINT_RE.match(value):
+        return None
+    return "an http:// or https:// URL of an S3-compatible endpoint, e.g. https://minio:9000"
 
 
 def _subscriptions(f: Fields) -> tuple[Subscription, ...] | None:
