@@ -17,10 +17,12 @@ import pytest
 from ssmd_collector.metadata import (
     DEFAULT_CHANNELS,
     KeySpec,
+    MarketSelector,
     MetadataInvalid,
     Problem,
     Storage,
     Subscription,
+    derive_rest_endpoint,
     parse_tree,
     read_directory,
     resolve_environment,
@@ -700,8 +702,8 @@ def test_orderbook_delta_needs_market_tickers(tree: dict[str, bytes]) -> None:
         "  - channels: [ticker]\n  - channels: [orderbook_delta]\n",
     )
     assert resolve_problems(files) == [
-        f"{PROD}: subscriptions[1].market_tickers: expected market tickers for "
-        "orderbook_delta; found nothing (field missing or null)"
+        f"{PROD}: subscriptions[1].market_tickers: expected market tickers or a markets "
+        "selector for orderbook_delta; found nothing (field missing or null)"
     ]
 
 
@@ -731,6 +733,106 @@ def test_orderbook_delta_needs_market_tickers(tree: dict[str, bytes]) -> None:
 def test_malformed_subscriptions(tree: dict[str, bytes], subscriptions: str, problem: str) -> None:
     files = sim_with(tree, subscriptions + "\n")
     assert validate(files) == [f"{SIM}: {problem}"]
+
+
+# --- market selectors and the REST endpoint ------------------------------------------
+
+
+def test_a_markets_selector_takes_the_place_of_market_tickers(tree: dict[str, bytes]) -> None:
+    files = edited(
+        tree,
+        PROD,
+        "  - channels: [ticker, trade, market_lifecycle_v2]\n",
+        "  - channels: [ticker, trade, market_lifecycle_v2]\n"
+        "  - channels: [orderbook_delta]\n"
+        "    markets: {status: open, series: [KXBTCD, KXETHD]}\n"
+        "  - channels: [fill]\n"
+        "    market_tickers: [KXA-1]\n"
+        "    markets: {status: settled, events: [KXB-1], tickers: [KXB-1-T1], "
+        "multivariate: only}\n",
+    )
+    env = resolve_environment(files, "kalshi-prod", DAY).environment
+    assert env.subscriptions[1:] == (
+        Subscription(("orderbook_delta",), (), MarketSelector("open", ("KXBTCD", "KXETHD"))),
+        Subscription(
+            ("fill",), ("KXA-1",), MarketSelector("settled", (), ("KXB-1",), ("KXB-1-T1",), "only")
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("markets", "problem"),
+    [
+        ("markets: open", "markets: expected a mapping; found 'open'"),
+        (
+            "markets: {status: active}",
+            "markets.status: expected one of unopened, open, paused, closed, settled; "
+            "found 'active'",
+        ),
+        (
+            "markets: {series: KXBTCD}",
+            "markets.series: expected a non-empty list of strings; found 'KXBTCD'",
+        ),
+        (
+            "markets: {multivariate: yes}",
+            "markets.multivariate: expected a non-empty string; found bool True",
+        ),
+        (
+            "markets: {multivariate: both}",
+            "markets.multivariate: expected one of exclude, only, include; found 'both'",
+        ),
+        (
+            "markets: {serie: [KXBTCD]}",
+            "markets.serie: expected only the keys status, series, events, tickers, "
+            "multivariate; found 'serie'",
+        ),
+    ],
+    ids=["not-a-mapping", "status-word", "series-not-list", "mve-bool", "mve-word", "typo"],
+)
+def test_malformed_market_selectors(tree: dict[str, bytes], markets: str, problem: str) -> None:
+    files = sim_with(tree, f"subscriptions:\n  - channels: [ticker]\n    {markets}\n")
+    assert validate(files) == [f"{SIM}: subscriptions[0].{problem}"]
+
+
+def test_a_selector_on_an_all_market_channel_is_refused(tree: dict[str, bytes]) -> None:
+    files = sim_with(tree, "subscriptions:\n  - channels: [market_lifecycle_v2]\n"
+                     "    markets: {series: [KXBTCD]}\n")  # fmt: skip
+    assert validate(files) == [
+        f"{SIM}: subscriptions[0].markets: expected no market filter with channels that always "
+        "cover every market (market_lifecycle_v2): list them in an entry of their own; found "
+        "'a markets selector'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ws", "rest"),
+    [
+        ("wss://api.elections.kalshi.com/trade-api/ws/v2",
+         "https://api.elections.kalshi.com/trade-api/v2"),
+        ("wss://external-api-ws.kalshi.com/trade-api/ws/v2",
+         "https://external-api.kalshi.com/trade-api/v2"),
+        ("wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2",
+         "https://external-api.demo.kalshi.co/trade-api/v2"),
+        ("ws://127.0.0.1:8765/trade-api/ws/v2", "http://127.0.0.1:8765/trade-api/v2"),
+    ],
+)  # fmt: skip
+def test_the_rest_endpoint_is_derived_from_the_websocket_one(ws: str, rest: str) -> None:
+    assert derive_rest_endpoint(ws) == rest
+
+
+def test_a_feed_may_name_its_rest_endpoint(tree: dict[str, bytes]) -> None:
+    feed = "feeds/kalshi-sim.yaml"
+    line = "    endpoint: ws://127.0.0.1:8765/trade-api/ws/v2\n"
+    named = edited(tree, feed, line, line + "    rest_endpoint: http://10.0.0.9:81/api/\n")
+    resolved = resolve_environment(named, "kalshi-sim", DAY)
+    assert resolved.feed_version.rest_endpoint == "http://10.0.0.9:81/api"
+    derived = resolve_environment(tree, "kalshi-sim", DAY)
+    assert derived.feed_version.rest_endpoint == "http://127.0.0.1:8765/trade-api/v2"
+    bad = edited(tree, feed, line, line + "    rest_endpoint: ftp://x\n")
+    assert validate(bad) == [
+        f"{feed}: versions[0].rest_endpoint: expected an http:// or https:// URL such as "
+        "https://api.elections.kalshi.com/trade-api/v2; found 'ftp://x'"
+    ]
 
 
 # --- keys --------------------------------------------------------------------------

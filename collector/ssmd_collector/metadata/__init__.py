@@ -15,11 +15,13 @@ from .model import (
     Feed,
     FeedVersion,
     KeySpec,
+    MarketSelector,
     Resolved,
     Schema,
     SchemaVersion,
     Storage,
     Subscription,
+    derive_rest_endpoint,
 )
 from .parse import parse_tree
 from .resolve import resolve_environment, validate_tree
@@ -32,6 +34,7 @@ __all__ = [
     "Feed",
     "FeedVersion",
     "KeySpec",
+    "MarketSelector",
     "MetadataInvalid",
     "Problem",
     "Resolved",
@@ -39,6 +42,7 @@ __all__ = [
     "SchemaVersion",
     "Storage",
     "Subscription",
+    "derive_rest_endpoint",
     "parse_tree",
     "read_directory",
     "resolve_environment",

@@ -23,10 +23,35 @@ class FeedVersion:
     message_format: str
     auth_method: str | None
     rate_limit_per_second: float | None
+    rest_endpoint: str = ""
+    """Base URL of the exchange's REST API (market discovery): the feed's
+    ``rest_endpoint``, or derived from ``endpoint`` by :func:`derive_rest_endpoint`."""
 
     def effective_on(self, day: dt.date) -> bool:
         started = self.effective_from <= day
         return started and (self.effective_to is None or day <= self.effective_to)
+
+
+def derive_rest_endpoint(ws_endpoint: str) -> str:
+    """The REST base URL that goes with a WebSocket endpoint, when a feed names none.
+
+    Rule (Kalshi's hosts, KALSHI.md section 1): ``wss`` becomes ``https`` and ``ws``
+    becomes ``http``; a host starting ``external-api-ws.`` becomes ``external-api.``;
+    the path segment ``ws`` is dropped (``/trade-api/ws/v2`` -> ``/trade-api/v2``).
+    ``wss://api.elections.kalshi.com/trade-api/ws/v2`` thus gives
+    ``https://api.elections.kalshi.com/trade-api/v2``, and the simulator's
+    ``ws://127.0.0.1:8765/trade-api/ws/v2`` gives ``http://127.0.0.1:8765/trade-api/v2``
+    (it serves REST on its WebSocket port).
+    """
+    scheme, sep, rest = ws_endpoint.partition("://")
+    if not sep:
+        return ""
+    scheme = {"wss": "https", "ws": "http"}.get(scheme, scheme)
+    host, slash, path = rest.partition("/")
+    if host.startswith("external-api-ws."):
+        host = "external-api." + host.removeprefix("external-api-ws.")
+    path = "/".join(part for part in path.split("/") if part != "ws")
+    return f"{scheme}://{host}{slash}{path}".rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -77,10 +102,39 @@ class KeySpec:
     source: str
 
 
+MARKET_STATUSES = ("unopened", "open", "paused", "closed", "settled")
+"""The ``status`` filter words of Kalshi's ``GET /markets`` (one per call, KALSHI.md s. 8)."""
+MULTIVARIATE = ("exclude", "only", "include")
+
+
+@dataclass(frozen=True)
+class MarketSelector:
+    """Markets found by discovery (``GET /markets``) and kept current while running.
+
+    A market is selected when it has ``status`` and the multivariate rule allows it
+    and, for each of ``series``, ``events`` and ``tickers`` that is given, it is one of
+    them (any value of a list; every list given).
+    """
+
+    status: str = "open"
+    series: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    tickers: tuple[str, ...] = ()
+    multivariate: str = "exclude"
+    """``exclude`` multivariate combos (KXMVE*), take ``only`` them, or ``include`` both."""
+
+
 @dataclass(frozen=True)
 class Subscription:
     channels: tuple[str, ...]
     market_tickers: tuple[str, ...] = ()
+    markets: MarketSelector | None = None
+    """Discovered markets, beside or instead of the fixed ``market_tickers``."""
+
+    @property
+    def filtered(self) -> bool:
+        """Whether this entry names markets (a fixed list, a selector or both)."""
+        return bool(self.market_tickers) or self.markets is not None
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,19 @@ from .errors import Problem, describe
 from .fields import NAME_EXPECTED, NAME_RE, Fields
 from .model import (
     DEFAULT_CHANNELS,
+    MARKET_STATUSES,
+    MULTIVARIATE,
     Catalog,
     Environment,
     Feed,
     FeedVersion,
     KeySpec,
+    MarketSelector,
     Schema,
     SchemaVersion,
     Storage,
     Subscription,
+    derive_rest_endpoint,
 )
 
 FEED_TYPES = ("websocket", "rest", "multicast")
@@ -42,6 +46,8 @@ KINDS = ("feeds", "schemas", "environments")
 # S3's rules for new buckets: 3-63 of a-z 0-9 . -, starting and ending alphanumeric.
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 ENDPOINT_RE = re.compile(r"^https?://[^\s/?#]+(:[0-9]+)?/?\Z")
+REST_ENDPOINT_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?\Z")
+SELECTOR_KEYS = ("status", "series", "events", "tickers", "multivariate")
 
 
 def parse_tree(files: Mapping[str, bytes]) -> tuple[Catalog, list[Problem]]:
@@ -173,12 +179,18 @@ def _feed_version(v: Fields) -> FeedVersion | None:
     transport, message = _protocol(v)
     auth = v.text("auth_method", required=False)
     rate = v.number("rate_limit_per_second")
+    rest = v.text("rest_endpoint", required=False)
+    if rest is not None and not REST_ENDPOINT_RE.match(rest):
+        v.problem("rest_endpoint", "an http:// or https:// URL such as "
+                  "https://api.elections.kalshi.com/trade-api/v2", rest)  # fmt: skip
+        return None
     if start and end and end < start:
         v.problem("effective_to", f"a date on or after effective_from ({start})", str(end))
         return None
     if version is None or start is None or endpoint is None:
         return None
-    return FeedVersion(version, start, end, endpoint, transport, message, auth, rate)
+    rest = (rest or derive_rest_endpoint(endpoint)).rstrip("/")
+    return FeedVersion(version, start, end, endpoint, transport, message, auth, rate, rest)
 
 
 def _protocol(v: Fields) -> tuple[str, str]:
@@ -391,8 +403,29 @@ def _subscriptions(f: Fields) -> tuple[Subscription, ...] | None:
     for s in f.items("subscriptions"):
         channels = s.strings("channels")
         tickers = s.strings("market_tickers", required=False)
-        if channels is None or tickers is None:
+        selector = _selector(s)
+        if channels is None or tickers is None or selector is False:
             ok = False
             continue
-        subs.append(Subscription(channels, tickers))
+        subs.append(Subscription(channels, tickers, selector))
     return tuple(subs) if ok and subs else None
+
+
+def _selector(s: Fields) -> MarketSelector | bool | None:
+    """The ``markets`` selector of a subscription entry: None if absent, False if broken."""
+    if s.data.get("markets") is None:
+        return None
+    m = s.mapping("markets")
+    if m is None:
+        return False
+    before = len(m.problems)
+    for key in m.data:
+        if key not in SELECTOR_KEYS:
+            m.problem(str(key), "only the keys " + ", ".join(SELECTOR_KEYS), key)
+    status = m.text("status", required=False, choices=MARKET_STATUSES) or "open"
+    mve = m.text("multivariate", required=False, choices=MULTIVARIATE) or "exclude"
+    lists = [m.strings(key, required=False) for key in ("series", "events", "tickers")]
+    series, events, tickers = (v or () for v in lists)
+    if len(m.problems) != before:
+        return False
+    return MarketSelector(status, series, events, tickers, mve)

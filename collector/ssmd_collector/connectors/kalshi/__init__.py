@@ -47,24 +47,28 @@ class Kalshi:
                     )
                 )
             needs = sorted(set(sub.channels) & ch.REQUIRES_TICKERS)
-            if needs and not sub.market_tickers:
-                problems.append(
-                    (f"{where}.market_tickers", f"market tickers for {', '.join(needs)}", None)
-                )
-            ignored = sorted(set(sub.channels) - ch.TAKES_TICKERS - set(ch.REMOVED))
-            ignored = [c for c in ignored if c in ch.KNOWN]
-            if sub.market_tickers and ignored:
+            if needs and not sub.filtered:
                 problems.append(
                     (
                         f"{where}.market_tickers",
+                        f"market tickers or a markets selector for {', '.join(needs)}",
+                        None,
+                    )
+                )
+            ignored = sorted(set(sub.channels) - ch.TAKES_TICKERS - set(ch.REMOVED))
+            ignored = [c for c in ignored if c in ch.KNOWN]
+            if sub.filtered and ignored:
+                problems.append(
+                    (
+                        f"{where}.{'market_tickers' if sub.market_tickers else 'markets'}",
                         "no market filter with channels that always cover every market ("
                         + ", ".join(ignored)
                         + "): list them in an entry of their own",
-                        list(sub.market_tickers[:3]),
+                        list(sub.market_tickers[:3]) or "a markets selector",
                     )
                 )
             for name in sub.channels:
-                (filtered if sub.market_tickers else all_markets).setdefault(name, i)
+                (filtered if sub.filtered else all_markets).setdefault(name, i)
         for name in sorted(set(all_markets) & set(filtered)):
             problems.append(
                 (
