@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -411,7 +411,7 @@ def _subscriptions(f: Fields) -> tuple[Subscription, ...] | None:
     return tuple(subs) if ok and subs else None
 
 
-def _selector(s: Fields) -> MarketSelector | bool | None:
+def _selector(s: Fields) -> MarketSelector | Literal[False] | None:
     """The ``markets`` selector of a subscription entry: None if absent, False if broken."""
     if s.data.get("markets") is None:
         return None
