@@ -305,6 +305,7 @@ class Feed:
         self._table: list[tuple[Callable[[Stream, Market], str], Stream, list[Market]]] = []
         self._cumulative: list[int] = []
         self._pending: deque[tuple[Stream, Market]] = deque()
+        self._announcements: deque[tuple[Stream, str, dict[str, object]]] = deque()
         self._time_s = -1
         self._time_text = ""
         # Trade ids: a random UUID-shaped prefix per feed plus a counter. Unique like
@@ -325,7 +326,7 @@ class Feed:
     @property
     def active(self) -> bool:
         """Whether :meth:`take` would return anything."""
-        return bool(self._pending or self._table)
+        return bool(self._pending or self._table or self._announcements)
 
     def streaming_sids(self) -> list[int]:
         """The sids that produce data frames (channels the sim keeps quiet do not)."""
@@ -400,10 +401,23 @@ class Feed:
 
     # -- frames ----------------------------------------------------------------
 
+    def announce(self, channel: str, msg: dict[str, object]) -> None:
+        """Send ``msg`` (a listing change) on every stream of lifecycle ``channel``,
+        ahead of the random frames."""
+        for slot in self._slots.values():
+            if slot.stream.channel == channel:
+                self._announcements.append((slot.stream, channel, msg))
+
     def take(self, n: int) -> list[str]:
         """Up to ``n`` next data frames (fewer only when nothing is attached)."""
         frames: list[str] = []
         append = frames.append
+        while self._announcements and len(frames) < n:
+            stream, channel, msg = self._announcements.popleft()
+            if stream.sid in self._slots:
+                head = {"type": channel, "sid": stream.sid, "seq": stream.next_seq()}
+                stream.last = _dump({**head, "msg": msg})
+                append(stream.last)
         pending = self._pending
         random = self._rng.random
         while pending and len(frames) < n:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -43,7 +44,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ssmd_collector.connectors.kalshi import signing
-from ssmd_collector.sim.market import SEQUENCED_CHANNELS, Feed, Stream
+from ssmd_collector.sim.listing import BadRequest, Listing
+from ssmd_collector.sim.market import LIFECYCLE, MVE_LIFECYCLE, SEQUENCED_CHANNELS, Feed, Stream
 from ssmd_collector.sim.protocol import CommandLimits, Commands, ErrorCode, SecondSubscribe
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,15 @@ class SimConfig:
     extra_fields: bool = False
     """Add unknown fields to every data frame, in ``msg`` and in the envelope (a feed
     that grew fields the client does not know); see also ``SimSession.extra_fields``."""
+    rest_path: str = "/trade-api/v2"
+    """REST base path, served on the same port as the WebSocket (plain HTTP GETs):
+    ``GET <rest_path>/markets`` and ``<rest_path>/events`` from :class:`~.listing.Listing`."""
+    rest_throttle_every: int | None = None
+    """Answer every n-th REST request with 429 ``{"error":"too many requests"}``."""
+    life_interval: float = 0.0
+    """A living universe: every this many seconds one market is listed (announced
+    ``created`` on lifecycle subscriptions) and the oldest open one is determined and
+    settled. 0 keeps the listing still (tests drive it with ``SimServer.create_market``)."""
     overflow_bytes: int | None = None
     """A slow consumer's fate: once more than this many bytes wait unsent on a
     connection, every sid producing data ends with error 25 (scoped: ``sid``, ``seq``).
@@ -307,6 +318,13 @@ class SimServer:
         )
         self._server: Server | None = None
         self._session_added: asyncio.Condition | None = None
+        self.listing = Listing(config.markets)
+        """The markets REST reports; changed through :meth:`create_market` and
+        :meth:`settle_market` so lifecycle subscriptions hear of it."""
+        self.rest_requests: list[str] = []
+        """Every REST request's path and query, in order (429s included)."""
+        self._throttle = 0
+        self._life: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SimServer:
         config = self.config
@@ -333,6 +351,10 @@ class SimServer:
         host = config.host or "localhost"  # "" listens everywhere; connect locally
         host = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{host}:{sock.getsockname()[1]}{config.path}"
+        http = "https" if config.ssl is not None else "http"
+        self.rest_url = f"{http}://{host}:{sock.getsockname()[1]}{config.rest_path}"
+        if config.life_interval > 0:
+            self._life = asyncio.create_task(self._live(), name="sim-life")
         return self
 
     async def __aexit__(
@@ -341,9 +363,74 @@ class SimServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._life is not None:
+            self._life.cancel()
+            await asyncio.gather(self._life, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    # -- the listing (REST) and its life -----------------------------------------
+
+    def throttle(self, requests: int) -> None:
+        """Answer the next ``requests`` REST requests with 429, as Kalshi's rate limit."""
+        self._throttle += requests
+
+    def create_market(self, event_ticker: str | None = None) -> str:
+        """List a new open market and announce it (``created``) on every lifecycle
+        subscription; its order book flows once a client adds it. Returns its ticker."""
+        ticker, msg = self.listing.create(event_ticker)
+        self._announce(msg, multivariate=False)
+        return ticker
+
+    def settle_market(self, ticker: str) -> None:
+        """Determine and settle ``ticker``, announced on every lifecycle subscription."""
+        determined = self.listing.determine(ticker)
+        settled = self.listing.settle(ticker)
+        for msg in (determined, settled):
+            self._announce(msg, multivariate=ticker.startswith("KXMVE"))
+
+    def _announce(self, msg: dict[str, Any], *, multivariate: bool) -> None:
+        channel = MVE_LIFECYCLE if multivariate else LIFECYCLE
+        for session in self.sessions:
+            talk = session._conversation
+            if talk is not None and not session.done.is_set():
+                talk.feed.announce(channel, msg)
+                talk.wake.set()
+
+    async def _live(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.life_interval)
+            self.create_market()
+            oldest = next((m.ticker for m in self.listing if m.status == "active"
+                           and not m.multivariate), None)  # fmt: skip
+            if oldest is not None:
+                self.settle_market(oldest)
+
+    def _rest(self, connection: ServerConnection, request: Request) -> Response:
+        """A REST GET on the listing: JSON body, 400 naming a bad parameter, 404, 429."""
+        self.rest_requests.append(request.path)
+        parts = urlsplit(request.path)
+        if self._public_key is not None and signing.KEY_HEADER in request.headers:
+            problem = self._signature_problem(request.headers, parts.path)
+            if problem is not None:
+                return _json(connection, HTTPStatus.UNAUTHORIZED, {"error": problem})
+        every = self.config.rest_throttle_every
+        if self._throttle > 0 or (every and len(self.rest_requests) % every == 0):
+            self._throttle = max(0, self._throttle - 1)
+            return _json(connection, HTTPStatus.TOO_MANY_REQUESTS, {"error": "too many requests"})
+        params = dict(parse_qsl(parts.query))
+        route = parts.path.removeprefix(self.config.rest_path)
+        try:
+            if route == "/markets":
+                return _json(connection, HTTPStatus.OK, self.listing.get_markets(params))
+            if route == "/events":
+                return _json(connection, HTTPStatus.OK, self.listing.get_events(params))
+        except BadRequest as exc:
+            body = {"error": {"code": "bad_request", "message": str(exc)}}
+            return _json(connection, HTTPStatus.BAD_REQUEST, body)
+        body = {"error": {"code": "not_found", "message": f"no endpoint at {parts.path}"}}
+        return _json(connection, HTTPStatus.NOT_FOUND, body)
 
     async def wait_session(self, index: int = 0, timeout: float = 30) -> SimSession:  # noqa: ASYNC109
         """The ``index``-th accepted connection (0-based), waiting up to ``timeout`` s."""
@@ -363,6 +450,8 @@ class SimServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if path.startswith(self.config.rest_path + "/") and "Upgrade" not in request.headers:
+            return self._rest(connection, request)
         if path != self.config.path:
             return self._reject(
                 connection, HTTPStatus.NOT_FOUND, f"no endpoint at {path}; use {self.config.path}"
@@ -580,6 +669,17 @@ class _Conversation:
         elif ending is Ending.SILENT:
             self.silent = True
         self.session.done.set()
+
+
+def _json(connection: ServerConnection, status: HTTPStatus, body: object) -> Response:
+    response = connection.respond(status, "")
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Content-Length"] = str(len(payload))
+    response.body = payload
+    return response
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
