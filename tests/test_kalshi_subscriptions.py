@@ -15,12 +15,7 @@ import pytest
 
 from ssmd_collector.connectors import ConnectorMetrics, SubscribeRejected
 from ssmd_collector.connectors.kalshi.sequence import Sequences, Verdict
-from ssmd_collector.connectors.kalshi.subscriptions import (
-    Command,
-    Subscriptions,
-    wanted_channels,
-)
-from ssmd_collector.metadata import Subscription
+from ssmd_collector.connectors.kalshi.subscriptions import Command, Subscriptions
 
 TICKERS = tuple(f"KXT-26JAN01-T{i}" for i in range(600))
 
@@ -117,6 +112,65 @@ def test_one_subscribe_per_channel_then_add_markets_batches() -> None:
         {"event": "subscribed", "channel": "ticker", "sid": 2},
         {"event": "subscribed", "channel": "orderbook_delta", "sid": 1, "markets": 600},
     ]
+
+
+def test_markets_come_and_go_on_a_live_sid_with_add_and_delete_markets() -> None:
+    subs, _, events, metrics = machine({"orderbook_delta": TICKERS[:3]})
+    (first,) = subs.start()
+    go_live(subs, first, 1)
+    (add,) = subs.add("orderbook_delta", ["NEW-1", "NEW-2", TICKERS[0]])
+    assert add.params == {
+        "sids": [1],
+        "action": "add_markets",
+        "market_tickers": ["NEW-1", "NEW-2"],
+    }
+    assert subs.add("orderbook_delta", ["NEW-3"]) == []  # one command in flight per channel
+    assert subs.remove("orderbook_delta", [TICKERS[1], "NEW-3"]) == []
+    (delete,) = subs.answer(ok(add, 1), 5)
+    assert delete.params == {
+        "sids": [1], "action": "delete_markets", "market_tickers": [TICKERS[1]]
+    }  # fmt: skip
+    assert subs.answer(ok(delete, 1), 6) == []
+    assert subs.markets("orderbook_delta") == [TICKERS[0], TICKERS[2], "NEW-1", "NEW-2"]
+    assert metrics.markets == {"orderbook_delta": 4}
+    assert subs.live
+    assert [(e["event"], e.get("markets")) for e in events.lines] == [
+        ("subscribed", 3),
+        ("markets_added", ["NEW-1", "NEW-2"]),
+        ("markets_removed", [TICKERS[1]]),
+    ]
+
+
+def test_a_channel_without_markets_idles_ready_until_its_first_market() -> None:
+    subs, _, events, metrics = machine({"orderbook_delta": (), "trade": None})
+    (trade,) = subs.start()  # no subscribe for the empty list: it would mean every market
+    subs.answer(subscribed(trade, 1), 0)
+    assert subs.live
+    (first,) = subs.add("orderbook_delta", ["NEW-1"])
+    assert first.params == {"channels": ["orderbook_delta"], "market_tickers": ["NEW-1"]}
+    assert subs.live  # readiness does not flap while the first market is subscribed
+    assert subs.answer(subscribed(first, 2), 0) == []
+    assert metrics.markets == {"orderbook_delta": 1}
+    assert events.kinds() == ["subscription_idle", "subscribed", "subscribed"]
+
+
+def test_markets_refused_at_the_limit_are_tried_again_once_room_is_freed() -> None:
+    subs, _, events, metrics = machine({"orderbook_delta": TICKERS[:2]}, batch_size=2)
+    (first,) = subs.start()
+    go_live(subs, first, 1)
+    (add,) = subs.add("orderbook_delta", ["NEW-1", "NEW-2", "NEW-3"])
+    assert subs.answer(error(26, cmd=add), 0) == []  # the batch and the rest: refused
+    assert metrics.overflow == {"orderbook_delta": 3}
+    (again,) = subs.add("orderbook_delta", ["NEW-4"])  # a new market is tried, and reported
+    assert again.params["market_tickers"] == ["NEW-4"]
+    assert subs.answer(error(26, cmd=again), 0) == []
+    assert metrics.overflow == {"orderbook_delta": 4}
+    (delete,) = subs.remove("orderbook_delta", [TICKERS[0]])
+    assert delete.params["action"] == "delete_markets"
+    (retry,) = subs.answer(ok(delete, 1), 0)
+    assert retry.params["market_tickers"] == ["NEW-1", "NEW-2"]
+    assert metrics.overflow == {}
+    assert [e["event"] for e in events.lines].count("market_limit") == 2
 
 
 def test_the_older_bare_subscribed_answer_is_understood() -> None:
@@ -277,17 +331,6 @@ def test_gaps_on_other_channels_are_only_recorded() -> None:
     (command,) = subs.start()
     subs.answer(subscribed(command, 1), 0)
     assert subs.gap(1, 0) == []
-
-
-def test_wanted_channels_merge_entries_per_channel() -> None:
-    wanted = wanted_channels(
-        [
-            Subscription(("ticker", "trade")),
-            Subscription(("orderbook_delta",), ("A", "B")),
-            Subscription(("orderbook_delta",), ("B", "C")),
-        ]
-    )
-    assert wanted == {"ticker": None, "trade": None, "orderbook_delta": ("A", "B", "C")}
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from .events import EventLog
 from .exitcodes import ExitCode
 from .health import HealthServer
 from .keys import EnvKeyResolver, MissingKeys, resolve_keys
+from .markets_log import MarketsLog
 from .metadata import MetadataInvalid, Resolved, read_directory, resolve_environment
 from .metrics import ErrorType, Stats, registry_for
 from .runner import Runner
@@ -90,6 +91,7 @@ def plan(settings: Settings, environ: Mapping[str, str], today: dt.date) -> Plan
 
 
 def connector_options(settings: Settings) -> ConnectorOptions:
+    shard_index, shard_count = settings.shard_parts or (0, 1)
     return ConnectorOptions(
         silence_timeout=settings.silence_timeout,
         max_frame_bytes=settings.max_frame_bytes,
@@ -98,6 +100,12 @@ def connector_options(settings: Settings) -> ConnectorOptions:
         snapshot_timeout=settings.snapshot_timeout,
         max_deaths=settings.max_deaths,
         death_window=settings.death_window,
+        discovery_interval=settings.discovery_interval,
+        rest_rate=settings.rest_rate,
+        add_debounce=settings.add_debounce,
+        removal_grace=settings.removal_grace,
+        shard_index=shard_index,
+        shard_count=shard_count,
     )
 
 
@@ -115,13 +123,16 @@ async def run(
         ssl_context = _ssl_context(settings.ca_file)
         # The archive (sealing, S3 uploads) runs beside the data path, in its own thread.
         archive = open_archive(
-            p.resolved.environment.storage, p.data_dir, p.resolved.feed.name, environ
+            p.resolved.environment.storage,
+            p.data_dir,
+            archive_name(p.resolved.feed.name, settings),
+            environ,
         )
     except (ConfigError, ArchiveConfigInvalid) as exc:
         log.error("configuration error: %s", exc)
         return ExitCode.CONFIG_ERROR
     r = p.resolved
-    feed = r.feed.name
+    feed = archive_name(r.feed.name, settings)
     log.info(
         "environment %s: feed %s %s (%s) at %s, schema %s:%s, channels %s, writing to %s",
         r.environment.name,
@@ -136,6 +147,7 @@ async def run(
     )
 
     events = EventLog(p.data_dir, feed, clock_ns=clock_ns)
+    markets_log = MarketsLog(p.data_dir, feed, clock_ns=clock_ns)
     connector = p.exchange.connector(
         r,
         p.credentials,
@@ -143,6 +155,7 @@ async def run(
         events,
         ssl_context=ssl_context,
         clock_ns=clock_ns,
+        pages=markets_log.page,
     )
     stats = Stats(feed=feed)
     server = HealthServer(
@@ -172,6 +185,7 @@ async def run(
         feed_version=r.feed_version.version,
         endpoint=r.feed_version.endpoint,
         schema=f"{r.schema.name}:{r.schema_version.version}",
+        shard=settings.shard,
         pid=os.getpid(),
     )
     archive.start()
@@ -217,6 +231,8 @@ async def run(
         events.record("stop", exit_code=int(code), exit=code.name, reason=reason)
         with contextlib.suppress(WriteFailed):
             await asyncio.to_thread(events.close)
+        with contextlib.suppress(WriteFailed):
+            await asyncio.to_thread(markets_log.close)
         await archive.stop()
     log.info(
         "exiting with %d (%s) after %d messages, %d lines written",
@@ -291,6 +307,14 @@ async def _close(
             log.error("storage failed on close: %s", exc)
             code = ExitCode.WRITE_FAILED
     return code
+
+
+def archive_name(feed: str, settings: Settings) -> str:
+    """The name files are written under: the feed's, or with ``--shard I/N`` (N > 1)
+    ``<feed>-shard<I>of<N>``, so that no two shards ever write the same file, even into
+    one directory (sealing matches ``<name>.*``)."""
+    index, count = settings.shard_parts or (0, 1)
+    return feed if count == 1 else f"{feed}-shard{index}of{count}"
 
 
 def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:

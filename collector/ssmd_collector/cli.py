@@ -76,6 +76,11 @@ def connector_command(
     death_window: Annotated[float, _opt("death_window")] = DEFAULTS.death_window,
     max_frame_bytes: Annotated[int, _opt("max_frame_bytes")] = DEFAULTS.max_frame_bytes,
     max_buffer_bytes: Annotated[int, _opt("max_buffer_bytes")] = DEFAULTS.max_buffer_bytes,
+    discovery_interval: Annotated[float, _opt("discovery_interval")] = DEFAULTS.discovery_interval,
+    rest_rate: Annotated[float, _opt("rest_rate")] = DEFAULTS.rest_rate,
+    add_debounce: Annotated[float, _opt("add_debounce")] = DEFAULTS.add_debounce,
+    removal_grace: Annotated[float, _opt("removal_grace")] = DEFAULTS.removal_grace,
+    shard: Annotated[str, _opt("shard")] = DEFAULTS.shard,
     ca_file: Annotated[Path | None, _opt("ca_file")] = DEFAULTS.ca_file,
     log_format: LogFormat = "auto",
     log_level: LogLevel = "info",
@@ -97,6 +102,11 @@ def connector_command(
         death_window=death_window,
         max_frame_bytes=max_frame_bytes,
         max_buffer_bytes=max_buffer_bytes,
+        discovery_interval=discovery_interval,
+        rest_rate=rest_rate,
+        add_debounce=add_debounce,
+        removal_grace=removal_grace,
+        shard=shard,
         ca_file=ca_file,
     )
     raise typer.Exit(int(asyncio.run(run(settings))))

@@ -40,6 +40,10 @@ SUBSCRIPTION_DEATHS = "ssmd_subscription_deaths"
 RECOVERIES = "ssmd_recoveries"
 SUBSCRIBED_MARKETS = "ssmd_subscribed_markets"
 OVERFLOW_MARKETS = "ssmd_subscription_overflow_markets"
+DISCOVERY_RUNS = "ssmd_discovery_runs"
+DISCOVERY_SECONDS = "ssmd_discovery_duration_seconds"
+DISCOVERED_MARKETS = "ssmd_discovered_markets"
+REST_RESPONSES = "ssmd_rest_responses"
 BYTES_WRITTEN = "ssmd_bytes_written"
 LINES_WRITTEN = "ssmd_lines_written"
 QUEUE_DEPTH = "ssmd_queue_depth"
@@ -211,6 +215,26 @@ class CollectorMetrics(Collector):
             "Markets the exchange refused to add (its per-subscription limit).",
             "channel",
             c.overflow,
+        )
+        yield by(
+            CounterMetricFamily,
+            DISCOVERY_RUNS,
+            "Market discoveries (GET /markets walks) by outcome: ok, failed.",
+            "outcome",
+            c.discovery_runs,
+        )
+        yield gauge(
+            DISCOVERY_SECONDS, "Duration of the last market discovery.", c.discovery_seconds
+        )
+        yield gauge(
+            DISCOVERED_MARKETS, "Markets the last discovery selected here.", c.discovered_markets
+        )
+        yield by(
+            CounterMetricFamily,
+            REST_RESPONSES,
+            "REST answers by HTTP status (0: no answer).",
+            "status",
+            c.rest_responses,
         )
         yield gauge(CONNECTED, "1 while the WebSocket is open.", float(c.connected))
         yield gauge(READY, "1 while connected and every subscription is live.", float(c.ready))

@@ -76,6 +76,35 @@ SETTINGS: dict[str, Setting] = {
         "Bytes received and not yet written before reading pauses.",
         1024,
     ),
+    "discovery_interval": Setting(
+        "--discovery-interval",
+        "SSMD_DISCOVERY_INTERVAL",
+        "Seconds between market re-discoveries (GET /markets) that repair drift.",
+        1,
+    ),
+    "rest_rate": Setting(
+        "--rest-rate",
+        "SSMD_REST_RATE",
+        "REST requests per second at most (Kalshi Basic allows 20 GETs/s).",
+        0.1,
+    ),
+    "add_debounce": Setting(
+        "--add-debounce",
+        "SSMD_ADD_DEBOUNCE",
+        "Seconds new markets announced by lifecycle are gathered before one REST lookup.",
+        0,
+    ),
+    "removal_grace": Setting(
+        "--removal-grace",
+        "SSMD_REMOVAL_GRACE",
+        "Seconds a determined or settled market keeps its subscription before it is removed.",
+        0,
+    ),
+    "shard": Setting(
+        "--shard",
+        "SSMD_SHARD",
+        "I/N: record shard I (0-based) of N; markets split by a hash of their event ticker.",
+    ),
     "ca_file": Setting(
         "--ca-file", "SSMD_CA_FILE", "Extra CA bundle to trust for wss:// (e.g. a simulator's)."
     ),
@@ -100,7 +129,22 @@ class Settings:
     death_window: float = 300.0
     max_frame_bytes: int = 8 << 20
     max_buffer_bytes: int = 32 << 20
+    discovery_interval: float = 600.0
+    rest_rate: float = 10.0
+    """Half of what Kalshi's Basic tier sustains (20 GETs/s): room for other users."""
+    add_debounce: float = 1.0
+    removal_grace: float = 60.0
+    shard: str = "0/1"
     ca_file: Path | None = None
+
+    @property
+    def shard_parts(self) -> tuple[int, int] | None:
+        """(I, N) of ``--shard I/N``, or None when it is not of that form."""
+        index, sep, count = self.shard.partition("/")
+        if not (sep and index.isdigit() and count.isdigit()):
+            return None
+        i, n = int(index), int(count)
+        return (i, n) if 0 <= i < n else None
 
     def problems(self) -> list[str]:
         """Every value out of range, naming its flag."""
@@ -112,6 +156,8 @@ class Settings:
                 continue
             if not value >= setting.minimum:
                 out.append(f"{setting.flag} must be at least {setting.minimum:g}, found {value}")
+        if self.shard_parts is None:
+            out.append(f"--shard must be I/N with 0 <= I < N (e.g. 0/1, 2/4), found {self.shard!r}")
         if not 0 <= self.port <= 65535:
             out.append(f"--port must be 0-65535, found {self.port}")
         return out

@@ -73,6 +73,14 @@ class ConnectorMetrics:
     """Markets confirmed per market-filtered channel."""
     overflow: dict[str, int] = field(default_factory=dict)
     """Markets the exchange refused to add per channel (its per-subscription limit)."""
+    discovery_runs: Tally[str] = field(default_factory=Tally)
+    """Market discoveries (start-up and periodic) by outcome: ok, failed."""
+    discovery_seconds: float = 0.0
+    """Duration of the last completed discovery."""
+    discovered_markets: int = 0
+    """Markets the last discovery selected for this collector (its shard)."""
+    rest_responses: Tally[int] = field(default_factory=Tally)
+    """REST answers by HTTP status (0: none, e.g. connection refused)."""
 
     @property
     def ready(self) -> bool:
@@ -118,6 +126,12 @@ class ConnectorOptions:
     snapshot_timeout: float
     max_deaths: int
     death_window: float
+    discovery_interval: float = 600.0
+    rest_rate: float = 10.0
+    add_debounce: float = 1.0
+    removal_grace: float = 60.0
+    shard_index: int = 0
+    shard_count: int = 1
 
 
 class Exchange(Protocol):
@@ -145,4 +159,8 @@ class Exchange(Protocol):
         *,
         ssl_context: object | None,
         clock_ns: Callable[[], int],
-    ) -> Connector: ...
+        pages: Callable[[str, bytes], None] | None = None,
+    ) -> Connector:
+        """``pages`` receives every REST page the connector reads (URL, body as received)
+        for the archive."""
+        ...

@@ -11,8 +11,10 @@ from ...metadata import Resolved, Subscription
 from ..protocol import ConnectorOptions, CredentialsInvalid, EventSink
 from . import channels as ch
 from .connector import KalshiConnector
+from .discovery import Discovery
+from .rest import KalshiRest
 from .signing import Credentials, KeyFormatError, load_private_key
-from .subscriptions import wanted_channels
+from .universe import Shard, Universe, plan_channels
 
 __all__ = ["KALSHI", "Credentials", "Kalshi", "KalshiConnector"]
 
@@ -100,17 +102,42 @@ class Kalshi:
         *,
         ssl_context: object | None,
         clock_ns: Callable[[], int] = time.time_ns,
+        pages: Callable[[str, bytes], None] | None = None,
     ) -> KalshiConnector:
         assert credentials is None or isinstance(credentials, Credentials)
         assert ssl_context is None or isinstance(ssl_context, ssl.SSLContext)
+        shard = Shard(options.shard_index, options.shard_count)
+        filtered, unfiltered = plan_channels(resolved.environment.subscriptions, shard)
+        universe = Universe(
+            filtered,
+            shard,
+            debounce=options.add_debounce,
+            grace=options.removal_grace,
+            monotonic=time.monotonic,
+        )
+        wanted: dict[str, tuple[str, ...] | None] = {
+            name: tuple(tickers) for name, tickers in universe.fixed().items()
+        }
+        wanted.update(dict.fromkeys(unfiltered))
+        discovery = None
+        if universe.dynamic:
+            rest = KalshiRest(
+                resolved.feed_version.rest_endpoint,
+                credentials=credentials,
+                rate=options.rest_rate,
+                ssl_context=ssl_context,
+            )
+            discovery = Discovery(rest, pages)
         return KalshiConnector(
             resolved.feed_version.endpoint,
-            wanted_channels(resolved.environment.subscriptions),
+            wanted,
             options,
             events,
             credentials=credentials,
             ssl_context=ssl_context,
             clock_ns=clock_ns,
+            universe=universe,
+            discovery=discovery,
         )
 
 

@@ -17,6 +17,7 @@ alive for a recorder, and its pongs would hide that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
@@ -43,9 +44,12 @@ from ..protocol import (
     Rejection,
     SubscribeRejected,
 )
+from .discovery import Discovery
+from .rest import RestError
 from .sequence import Sequences, Verdict
 from .signing import Credentials, auth_headers, load_private_key
 from .subscriptions import Command, Subscriptions
+from .universe import Universe
 
 log = logging.getLogger("ssmd_collector.kalshi")
 
@@ -71,6 +75,23 @@ class Envelope(msgspec.Struct):
     seq: int | None = None
 
 
+class _Metadata(msgspec.Struct):
+    event_ticker: str | None = None
+
+
+class _Lifecycle(msgspec.Struct):
+    market_ticker: str | None = None
+    event_type: str | None = None
+    additional_metadata: _Metadata | None = None
+
+
+class _LifecycleFrame(msgspec.Struct):
+    msg: _Lifecycle = msgspec.field(default_factory=_Lifecycle)
+
+
+_LIFECYCLE_TYPES = frozenset({"market_lifecycle_v2", "multivariate_market_lifecycle"})
+
+
 class _Snapshot(msgspec.Struct):
     market_ticker: str | None = None
 
@@ -81,6 +102,7 @@ class _SnapshotFrame(msgspec.Struct):
 
 _decode_envelope = msgspec.json.Decoder(Envelope).decode
 _decode_snapshot = msgspec.json.Decoder(_SnapshotFrame).decode
+_decode_lifecycle = msgspec.json.Decoder(_LifecycleFrame).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -97,8 +119,12 @@ class KalshiConnector:
         open_timeout: float = 10.0,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        universe: Universe | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.universe = universe if universe is not None and universe.dynamic else None
+        self.discovery = discovery
         self.options = options
         self.events = events
         self.credentials = credentials
@@ -127,11 +153,19 @@ class KalshiConnector:
         self._failure: SubscribeRejected | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        if discovery is not None:
+            self.metrics.rest_responses = discovery.rest.metrics.responses
         self._send_wake = asyncio.Event()
 
     # -- connect and subscribe -------------------------------------------------
 
     async def connect(self) -> None:
+        if self.universe is not None:
+            try:
+                await self._discover()
+            except RestError as exc:
+                raise Disconnected(f"market discovery failed: {exc}") from None
         headers = None
         if self.credentials is not None:
             key = load_private_key(self.credentials.private_key_pem)
@@ -177,6 +211,83 @@ class KalshiConnector:
         self._queue(self.subscriptions.start())
         await self._until_live(ws)
         self._watchdog = asyncio.create_task(self._watch(ws), name="kalshi-watchdog")
+        if self.universe is not None:
+            self._follower = asyncio.create_task(self._follow(), name="kalshi-universe")
+
+    # -- a living universe ---------------------------------------------------------
+
+    async def _discover(self) -> None:
+        """One discovery: add what is newly selected; what left is scheduled to go."""
+        assert self.universe is not None
+        assert self.discovery is not None
+        metrics = self.metrics
+        requests = self.discovery.rest.metrics.requests
+        try:
+            found = await self.discovery.select(self.universe.selectors)
+        except RestError as exc:
+            metrics.discovery_runs["failed"] += 1
+            self.events.record("discovery_failed", error=str(exc))
+            log.error("market discovery failed: %s", exc)
+            raise
+        metrics.discovery_runs["ok"] += 1
+        adds = self.universe.discovered(found)
+        metrics.discovery_seconds = self.discovery.metrics.last_seconds
+        metrics.discovered_markets = sum(
+            1 for t in {m.ticker for ms in found.values() for m in ms}
+            if any(t in members for members in self.universe.members.values())
+        )  # fmt: skip
+        self.events.record(
+            "discovery", markets=metrics.discovered_markets,
+            added=sum(len(t) for t in adds.values()), seconds=round(metrics.discovery_seconds, 3),
+            requests=self.discovery.rest.metrics.requests - requests,
+        )  # fmt: skip
+        log.info(
+            "discovery: %d market(s) selected in %.2fs (%d REST request(s))",
+            metrics.discovered_markets, metrics.discovery_seconds,
+            self.discovery.rest.metrics.requests - requests,
+        )  # fmt: skip
+        self._change(adds, add=True)
+
+    def _change(self, by_channel: dict[str, list[str]], *, add: bool) -> None:
+        change = self.subscriptions.add if add else self.subscriptions.remove
+        for channel, tickers in by_channel.items():
+            self._queue(change(channel, tickers))
+
+    async def _follow(self) -> None:
+        """Lifecycle candidates looked up and added, removals after their grace, and
+        a re-discovery every ``discovery_interval`` seconds."""
+        universe, discovery = self.universe, self.discovery
+        assert universe is not None
+        assert discovery is not None
+        period = max(0.05, min(1.0, universe.debounce / 2))
+        next_discovery = self.monotonic() + self.options.discovery_interval
+        while True:
+            await asyncio.sleep(period)
+            candidates = universe.due_lookups()
+            if candidates:
+                try:
+                    listed = await discovery.lookup(candidates)
+                except RestError as exc:
+                    self.events.record("lookup_failed", markets=len(candidates), error=str(exc))
+                    log.error("looking up %d new market(s) failed: %s", len(candidates), exc)
+                else:
+                    self._change(universe.confirmed(listed), add=True)
+            self._change(universe.due_removals(), add=False)
+            if self.monotonic() >= next_discovery:
+                next_discovery = self.monotonic() + self.options.discovery_interval
+                with contextlib.suppress(RestError):  # recorded; the next run repairs
+                    await self._discover()
+
+    def _hint(self, payload: bytes) -> None:
+        assert self.universe is not None
+        try:
+            msg = _decode_lifecycle(payload).msg
+        except msgspec.ValidationError:
+            return  # an unexpected shape: archived all the same, no hint
+        if msg.market_ticker is not None and msg.event_type is not None:
+            meta = msg.additional_metadata
+            event = meta.event_ticker if meta is not None else None
+            self.universe.hint(msg.event_type, msg.market_ticker, event)
 
     async def _until_live(self, ws: InboxConnection) -> None:
         """Read (and keep) what arrives until every channel is live, or fail."""
@@ -284,6 +395,8 @@ class KalshiConnector:
                 verdict, last = check(env.sid, env.seq)
                 if verdict is not Verdict.IN_ORDER:
                     self._out_of_order(verdict, env.sid, env.seq, last, ns)
+            if kind in _LIFECYCLE_TYPES and self.universe is not None:
+                self._hint(payload)
             if kind == "orderbook_snapshot" and env.id is not None and env.sid is not None:
                 market = _decode_snapshot(payload).msg.market_ticker
                 self.subscriptions.snapshot(env.sid, market, ns)
@@ -369,9 +482,11 @@ class KalshiConnector:
                 return
 
     async def close(self) -> None:
-        for task in (self._watchdog, self._sender):
+        for task in (self._watchdog, self._sender, self._follower):
             if task is not None:
                 task.cancel()
+        if self.discovery is not None:
+            await self.discovery.rest.close()
         if self._ws is not None:
             await self._ws.close()
         self.metrics.connected = False

@@ -5,6 +5,11 @@ Rules (KALSHI.md sections 4, 6, 7, 9):
 - One ``subscribe`` per channel per connection (Kalshi no longer answers a second
   one); a market list longer than one batch grows the subscription with
   ``update_subscription`` ``add_markets``, one batch in flight per channel.
+- The wanted markets of a channel change while running (:meth:`Subscriptions.add`,
+  :meth:`Subscriptions.remove`): the sid follows with ``add_markets`` and
+  ``delete_markets`` batches, each confirmed change an event. A market-filtered channel
+  with no market at all is not subscribed (an empty list would mean every market); it
+  idles, counted live, until its first market comes.
 - A channel is live once subscribed and every batch acknowledged; the collector is
   ready only while every wanted channel is live.
 - An error answer to a ``subscribe`` or ``add_markets`` ends the run (exit 13), except
@@ -23,14 +28,16 @@ Everything that happens is reported to the events file and the connector's metri
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...metadata import Subscription
 from ..protocol import ConnectorMetrics, EventSink, SubscribeRejected
 from . import channels as ch
+
+log = logging.getLogger("ssmd_collector.kalshi")
 
 
 @dataclass
@@ -72,35 +79,37 @@ class _Recovery:
 @dataclass
 class _Channel:
     name: str
-    tickers: tuple[str, ...] | None
-    """None: every market (no filter)."""
+    wanted: dict[str, None] | None
+    """The markets this channel should have, in the order they were wanted (an ordered
+    set); None: every market (no filter)."""
     sid: int | None = None
     live: bool = False
-    sent: int = 0
-    """Tickers sent so far on this subscription (subscribe + add_markets batches)."""
-    confirmed: int = 0
-    overflow: int = 0
+    announced: bool = False
+    """The current subscription's ``subscribed`` event was recorded."""
+    subscribed: dict[str, None] = field(default_factory=dict)
+    """Markets the exchange confirmed on this sid (ordered set)."""
+    refused: set[str] = field(default_factory=set)
+    """Markets the exchange would not add (error 26, its per-subscription limit)."""
     busy: bool = False
-    """A subscribe or add_markets of this channel awaits its answer."""
+    """A subscribe, add_markets or delete_markets of this channel awaits its answer."""
     restoring: int | None = None
     """The sid this subscription replaces, while it is being restored."""
     unsubscribing: bool = False
     recovery: _Recovery | None = None
 
+    def to_add(self, limit: int) -> tuple[str, ...]:
+        """Up to ``limit`` wanted markets not yet on the sid (nor refused)."""
+        out: list[str] = []
+        for ticker in self.wanted or ():
+            if ticker not in self.subscribed and ticker not in self.refused:
+                out.append(ticker)
+                if len(out) == limit:
+                    break
+        return tuple(out)
 
-def wanted_channels(subscriptions: Sequence[Subscription]) -> dict[str, tuple[str, ...] | None]:
-    """One entry per channel: its market tickers in first-seen order, None for all."""
-    wanted: dict[str, tuple[str, ...] | None] = {}
-    for sub in subscriptions:
-        for name in sub.channels:
-            tickers = tuple(sub.market_tickers) or None
-            if name not in wanted:
-                wanted[name] = tickers
-            elif wanted[name] is not None and tickers is not None:
-                wanted[name] = tuple(dict.fromkeys((*wanted[name], *tickers)))  # type: ignore[misc]
-            else:
-                wanted[name] = None
-    return wanted
+    def to_delete(self, limit: int) -> tuple[str, ...]:
+        wanted = self.wanted or {}
+        return tuple(t for t in self.subscribed if t not in wanted)[:limit]
 
 
 class Subscriptions:
@@ -127,7 +136,10 @@ class Subscriptions:
         self.metrics = metrics
         self._ids = ids
         self._now = monotonic
-        self._channels = {name: _Channel(name, tickers) for name, tickers in wanted.items()}
+        self._channels = {
+            name: _Channel(name, None if tickers is None else dict.fromkeys(tickers))
+            for name, tickers in wanted.items()
+        }
         self._by_sid: dict[int, _Channel] = {}
         self._pending: dict[int, Command] = {}
         self._retry: list[tuple[float, Command]] = []
@@ -155,7 +167,7 @@ class Subscriptions:
 
     def start(self) -> list[Command]:
         """The first ``subscribe`` of every channel."""
-        return [self._subscribe(c) for c in self._channels.values()]
+        return [command for c in self._channels.values() for command in self._subscribe(c)]
 
     def _command(self, channel: _Channel, purpose: str, params: dict[str, Any],
                  tickers: tuple[str, ...] = ()) -> Command:  # fmt: skip
@@ -164,45 +176,100 @@ class Subscriptions:
         self._pending[command.id] = command
         return command
 
-    def _subscribe(self, channel: _Channel) -> Command:
-        channel.live = channel.busy = False
+    def _subscribe(self, channel: _Channel) -> list[Command]:
+        """The channel's ``subscribe`` with its first batch; none for a market-filtered
+        channel with no market yet (an empty list would mean every market): it idles,
+        live, until markets are added."""
+        channel.live = channel.busy = channel.announced = False
         channel.sid = None
-        channel.sent = channel.confirmed = channel.overflow = 0
+        channel.subscribed, channel.refused = {}, set()
         params: dict[str, Any] = {"channels": [channel.name]}
         batch: tuple[str, ...] = ()
-        if channel.tickers is not None:
-            batch = channel.tickers[: self.batch_size]
+        if channel.wanted is not None:
+            batch = channel.to_add(self.batch_size)
+            if not batch:
+                channel.live = True
+                self._update_live()
+                self.metrics.markets[channel.name] = 0
+                if channel.restoring is None:
+                    self.events.record("subscription_idle", channel=channel.name, markets=0)
+                channel.restoring = None
+                return []
             params["market_tickers"] = list(batch)
-            channel.sent = len(batch)
         channel.busy = True
-        return self._command(channel, "subscribe", params, batch)
+        return [self._command(channel, "subscribe", params, batch)]
 
-    def _next_batch(self, channel: _Channel) -> list[Command]:
-        """The next ``add_markets`` of a channel, or nothing once all are confirmed."""
-        assert channel.sid is not None
-        tickers = channel.tickers or ()
-        if channel.sent >= len(tickers):
-            self._became_live(channel)
+    def _next(self, channel: _Channel) -> list[Command]:
+        """The channel's next ``add_markets`` or ``delete_markets``, or nothing once the
+        sid has exactly the wanted markets (then it is live)."""
+        channel.busy = False
+        if channel.sid is None or channel.unsubscribing:
             return []
-        batch = tickers[channel.sent : channel.sent + self.batch_size]
-        channel.sent += len(batch)
+        adds = channel.to_add(self.batch_size)
+        action = "add_markets" if adds else "delete_markets"
+        batch = adds or channel.to_delete(self.batch_size)
+        if not batch:
+            if not channel.live or not channel.announced:
+                self._became_live(channel)
+            return []
         channel.busy = True
-        params = {"sids": [channel.sid], "action": "add_markets", "market_tickers": list(batch)}
-        return [self._command(channel, "add_markets", params, batch)]
+        params = {"sids": [channel.sid], "action": action, "market_tickers": list(batch)}
+        return [self._command(channel, action, params, batch)]
 
     def _became_live(self, channel: _Channel) -> None:
-        channel.live, channel.busy = True, False
-        if channel.tickers is not None:
-            self.metrics.markets[channel.name] = channel.confirmed
+        channel.live, channel.announced = True, True
+        if channel.wanted is not None:
+            self.metrics.markets[channel.name] = len(channel.subscribed)
         self._update_live()
         fields: dict[str, object] = {"channel": channel.name, "sid": channel.sid}
-        if channel.tickers is not None:
-            fields["markets"] = channel.confirmed
+        if channel.wanted is not None:
+            fields["markets"] = len(channel.subscribed)
         if channel.restoring is not None:
             self.events.record("subscription_restored", old_sid=channel.restoring, **fields)
             channel.restoring = None
         else:
             self.events.record("subscribed", **fields)
+
+    # -- a changing universe ---------------------------------------------------
+
+    def markets(self, channel: str) -> list[str]:
+        """The markets the exchange confirmed on ``channel``'s sid."""
+        return list(self._channels[channel].subscribed)
+
+    def wanted(self, channel: str) -> list[str] | None:
+        """The markets ``channel`` should have (None: every market)."""
+        wanted = self._channels[channel].wanted
+        return None if wanted is None else list(wanted)
+
+    def add(self, channel: str, tickers: Sequence[str]) -> list[Command]:
+        """Want ``tickers`` on ``channel`` too: ``add_markets`` batches follow (or the
+        channel's first ``subscribe``, if it had no market yet)."""
+        found = self._channels[channel]
+        if found.wanted is None:
+            return []
+        found.wanted.update(dict.fromkeys(tickers))
+        return self._resume(found)
+
+    def remove(self, channel: str, tickers: Sequence[str]) -> list[Command]:
+        """Stop wanting ``tickers`` on ``channel``: ``delete_markets`` batches follow."""
+        found = self._channels[channel]
+        if found.wanted is None:
+            return []
+        for ticker in tickers:
+            found.wanted.pop(ticker, None)
+        return self._resume(found)
+
+    def _resume(self, channel: _Channel) -> list[Command]:
+        if channel.busy or channel.unsubscribing:
+            return []  # the answer in flight picks the change up
+        if channel.sid is None:
+            if not channel.live:
+                return []  # a subscribe or restore is on its way
+            commands = self._subscribe(channel)
+            channel.live = True  # an idle channel getting its first markets stays ready
+            self._update_live()
+            return commands
+        return self._next(channel)
 
     # -- answers in ------------------------------------------------------------
 
@@ -226,18 +293,37 @@ class Subscriptions:
                 )
             channel.sid = sid
             self._by_sid[sid] = channel
-            channel.confirmed = len(command.tickers)
-            return self._next_batch(channel)
-        if kind == "ok" and command.purpose == "add_markets":
-            channel.confirmed += len(command.tickers)
-            return self._next_batch(channel)
+            channel.subscribed = dict.fromkeys(command.tickers)
+            return self._next(channel)
+        if kind == "ok" and command.purpose in ("add_markets", "delete_markets"):
+            return self._changed(channel, command, ns)
         if kind == "ok" and command.purpose == "get_snapshot":
             return []
         if kind == "unsubscribed" and command.purpose == "unsubscribe":
             channel.unsubscribing = False
-            return [self._subscribe(channel)]
+            return self._subscribe(channel)
         self._pending[command.id] = command  # not its answer: keep waiting
         return []
+
+    def _changed(self, channel: _Channel, command: Command, ns: int) -> list[Command]:
+        """An ``add_markets``/``delete_markets`` confirmed: after start-up, each change
+        of a live channel is an event (``markets_added``, ``markets_removed``)."""
+        if command.purpose == "add_markets":
+            channel.subscribed.update(dict.fromkeys(command.tickers))
+        else:
+            for ticker in command.tickers:
+                channel.subscribed.pop(ticker, None)
+            channel.refused.clear()  # room freed: refused markets are tried again
+            self.metrics.overflow.pop(channel.name, None)
+        if channel.wanted is not None:
+            self.metrics.markets[channel.name] = len(channel.subscribed)
+        if channel.announced:
+            event = "markets_added" if command.purpose == "add_markets" else "markets_removed"
+            self.events.record(
+                event, ns, channel=channel.name, sid=channel.sid, count=len(command.tickers),
+                markets=list(command.tickers), subscribed=len(channel.subscribed),
+            )  # fmt: skip
+        return self._next(channel)
 
     def _error(self, frame: Mapping[str, Any], command: Command | None, ns: int) -> list[Command]:
         body = frame.get("msg") if isinstance(frame.get("msg"), dict) else {}
@@ -264,16 +350,21 @@ class Subscriptions:
         channel = self._channels[command.channel]
         what = command.describe()
         if command.purpose == "add_markets" and code == ch.MARKET_LIMIT:
-            refused = len((channel.tickers or ())[channel.sent - len(command.tickers) :])
-            channel.overflow = refused
-            channel.sent = len(channel.tickers or ())
-            self.metrics.overflow[channel.name] = refused
+            # The sid is full: this batch and every wanted market not on it yet stay
+            # off, reported (event, metric) until a removal frees room.
+            channel.refused.update(command.tickers)
+            channel.refused.update(channel.to_add(len(channel.wanted or ())))
+            self.metrics.overflow[channel.name] = len(channel.refused)
             self.events.record(
                 "market_limit", ns, channel=channel.name, sid=channel.sid, code=code,
-                markets_subscribed=channel.confirmed, markets_refused=refused,
+                markets_subscribed=len(channel.subscribed), markets_refused=len(channel.refused),
             )  # fmt: skip
-            self._became_live(channel)
-            return []
+            log.warning(
+                "%s: the exchange refused %d market(s) beyond its per-subscription limit "
+                "(%d subscribed on sid %s)", channel.name, len(channel.refused),
+                len(channel.subscribed), channel.sid,
+            )  # fmt: skip
+            return self._next(channel)
         if code == ch.TOO_MANY_REQUESTS and command.retries < 8:
             command.retries += 1
             delay = min(0.25 * 2**command.retries, 10.0)
@@ -310,7 +401,7 @@ class Subscriptions:
                 f"sid {sid}, code {code}: {text}"
             )
         channel.restoring = sid
-        return [self._subscribe(channel)]
+        return self._subscribe(channel)
 
     # -- sequence problems -----------------------------------------------------
 
@@ -319,7 +410,7 @@ class Subscriptions:
         channel = self._by_sid.get(sid)
         if channel is None or channel.name != ch.ORDERBOOK or channel.recovery is not None:
             return []
-        tickers = (channel.tickers or ())[: channel.confirmed]
+        tickers = tuple(channel.subscribed)
         recovery = _Recovery(sid, set(tickers), self._now())
         channel.recovery = recovery
         self.metrics.recoveries[(channel.name, "requested")] += 1
@@ -369,7 +460,7 @@ class Subscriptions:
             reason=why,
         )
         if sid is None:
-            return [self._subscribe(channel)]
+            return self._subscribe(channel)
         self._by_sid.pop(sid, None)
         channel.live = False
         channel.restoring = sid
