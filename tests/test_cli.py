@@ -13,8 +13,10 @@ from pathlib import Path
 from collector_harness import EXAMPLES, LINE, make_tree
 from deadlines import deadline, wait_until, within
 
+from ssmd_collector.demo import DEMO_MARKETS
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimConfig, SimServer
+from ssmd_collector.sim.listing import Listing
 
 BIN = Path(sys.executable).parent
 
@@ -114,7 +116,15 @@ async def test_demo_signs_with_a_throwaway_key_and_records(tmp_path: Path, free_
             files = list(data_dir.glob("*/kalshi-sim.jsonl"))
             return files[0].read_text().splitlines() if files else []
 
-        await wait_until(lambda: len(recorded()) >= 100, "the demo to record 100 lines")
+        def books() -> set[str]:
+            frames = [json.loads(m.group(3)) for m in map(LINE.match, recorded()) if m]
+            return {f["msg"]["market_ticker"] for f in frames
+                    if f["type"] == "orderbook_snapshot"}  # fmt: skip
+
+        # The order books of every open market the demo simulator's REST lists.
+        listed = Listing(DEMO_MARKETS)
+        expected = {m.ticker for m in listed if m.status == "active" and not m.multivariate}
+        await wait_until(lambda: books() == expected, "the demo to record every order book")
         proc.send_signal(signal.SIGINT)
         _, stderr = await within(proc.communicate(), "the demo to stop")
     finally:
@@ -127,4 +137,4 @@ async def test_demo_signs_with_a_throwaway_key_and_records(tmp_path: Path, free_
     assert "rejected handshake" not in log
     assert "BEGIN PRIVATE KEY" not in log
     types = {json.loads(m.group(3))["type"] for m in map(LINE.match, recorded()) if m}
-    assert {"subscribed", "ticker"} <= types
+    assert {"subscribed", "orderbook_snapshot"} <= types

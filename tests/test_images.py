@@ -496,6 +496,9 @@ def test_installed_collector_records_the_simulator_and_exits_10_on_close(
     feed = tree / "feeds/kalshi-sim.yaml"
     assert SIM_ENDPOINT in feed.read_text(), f"{feed}: example endpoint changed; update this test"
     feed.write_text(feed.read_text().replace(SIM_ENDPOINT, f"ws://127.0.0.1:{sim}/trade-api/ws/v2"))
+    # Unsigned here, so the public channels only: the order books need a signed connection.
+    env = tree / "environments/kalshi-sim.yaml"
+    env.write_text(env.read_text().split("  - channels: [orderbook_delta]")[0])
     data = tmp_path / "data"
     http_port = _free_port()
     day_before = dt.datetime.now(dt.UTC).date()

@@ -630,11 +630,14 @@ PROD = "environments/kalshi-prod.yaml"
 
 
 def sim_with(tree: dict[str, bytes], subscriptions: str) -> dict[str, bytes]:
-    return {**tree, SIM: tree[SIM] + textwrap.dedent(subscriptions).encode()}
+    """The simulator environment with its subscriptions replaced by ``subscriptions``."""
+    base = tree[SIM].split(b"subscriptions:")[0]
+    return {**tree, SIM: base + textwrap.dedent(subscriptions).encode()}
 
 
 def test_subscriptions_default_to_the_public_all_market_channels(tree: dict[str, bytes]) -> None:
-    env = resolve_environment(tree, "kalshi-sim", DAY).environment
+    none = {**tree, SIM: tree[SIM].split(b"subscriptions:")[0]}
+    env = resolve_environment(none, "kalshi-sim", DAY).environment
     assert DEFAULT_CHANNELS == ("ticker", "trade", "market_lifecycle_v2")
     assert env.subscriptions == (Subscription(DEFAULT_CHANNELS),)
     assert env.channels == frozenset(DEFAULT_CHANNELS)

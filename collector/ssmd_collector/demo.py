@@ -27,6 +27,11 @@ from .sim import SimConfig, SimServer
 
 log = logging.getLogger("ssmd.demo")
 
+DEMO_MARKETS = 200
+"""Markets the demo's simulator lists (REST) and streams."""
+DEMO_LIFE_INTERVAL = 10.0
+"""Seconds between a market listed and one settled: the demo's universe lives."""
+
 DEMO_KEY_ID = "ssmd-demo"
 """The KALSHI-ACCESS-KEY of the throwaway key pair (the only one the demo's sim accepts)."""
 
@@ -49,7 +54,13 @@ async def run_demo(
         return ExitCode.CONFIG_ERROR
     url = urlsplit(p.resolved.feed_version.endpoint)
     config = SimConfig(
-        host=url.hostname or "127.0.0.1", port=url.port or 8765, path=url.path, rate=rate, seed=seed
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 8765,
+        path=url.path,
+        rate=rate,
+        seed=seed,
+        markets=DEMO_MARKETS,
+        life_interval=DEMO_LIFE_INTERVAL,
     )
     environ: dict[str, str] = {}
     spec = _api_key(p.resolved.environment.keys)
@@ -97,10 +108,12 @@ async def _report(server: HealthServer, data_dir: Path) -> None:
             await asyncio.sleep(5)
             day = dt.datetime.now(dt.UTC).date().isoformat()
             target = data_dir / day / f"{stats.feed}.jsonl"
+            books = server.connection.markets.get("orderbook_delta")
             log.info(
-                "%d messages received, %d lines (%d bytes) in %s",
+                "%d messages received, %d lines (%d bytes) in %s%s",
                 stats.messages,
                 stats.lines_written,
                 stats.bytes_written,
                 target,
+                "" if books is None else f"; order books of {books} markets",
             )

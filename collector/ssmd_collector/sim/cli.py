@@ -36,7 +36,10 @@ def sim_command(
     heartbeat: Annotated[
         float, typer.Option(help="Seconds between 'heartbeat' pings; 0 disables them.")
     ] = 10.0,
-    markets: Annotated[int, typer.Option(help="Number of simulated markets.")] = 20,
+    markets: Annotated[
+        int,
+        typer.Option(help="Number of simulated markets (streamed, and listed by REST)."),
+    ] = 20,
     public_key: Annotated[
         Path | None,
         typer.Option(
@@ -81,6 +84,16 @@ def sim_command(
         int | None,
         typer.Option(help="End data sids with error 25 once this many bytes wait unsent."),
     ] = None,
+    life_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between one market listed (announced 'created') and the oldest "
+            "open one settled; 0 keeps the listing still."
+        ),
+    ] = 0.0,
+    rest_throttle_every: Annotated[
+        int | None, typer.Option(help="Answer every n-th REST request with HTTP 429.")
+    ] = None,
     certfile: Annotated[
         Path | None,
         typer.Option(help="PEM certificate chain: serve wss:// (needs --keyfile).", exists=True),
@@ -119,6 +132,8 @@ def sim_command(
         ending=ending,
         heartbeat=heartbeat,
         markets=markets,
+        life_interval=life_interval,
+        rest_throttle_every=rest_throttle_every,
         # A long-running exchange must not keep every frame it ever sent.
         record=False,
     )
