@@ -204,6 +204,15 @@ async def test_bad_metadata_is_a_config_error_naming_file_and_field(
     assert "environments/test.yaml: schema: expected a version of schema 'trade'" in caplog.text
 
 
+@pytest.mark.parametrize("shard", ["1", "3/3", "-1/2", "a/b", "1/0"])
+async def test_a_malformed_shard_is_a_config_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shard: str
+) -> None:
+    run = await record(make_tree(tmp_path, "ws://127.0.0.1:1/trade-api/ws/v2"), shard=shard)
+    assert run.code == ExitCode.CONFIG_ERROR
+    assert f"--shard must be I/N with 0 <= I < N (e.g. 0/1, 2/4), found {shard!r}" in caplog.text
+
+
 async def test_wss_with_a_private_ca(tmp_path: Path, tls: TLS) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(tls.ca_pem)
