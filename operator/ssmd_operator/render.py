@@ -58,9 +58,52 @@ def labels(owner: Owner) -> dict[str, str]:
     }
 
 
-def selector(owner: Owner) -> dict[str, str]:
-    """Immutable after creation, so it holds only labels that never change."""
-    return {LABEL_NAME: COLLECTOR_APP, LABEL_INSTANCE: owner.name}
+def selector(owner: Owner, shard: int | None = None) -> dict[str, str]:
+    """Immutable after creation, so it holds only labels that never change (a shard's
+    Deployment keeps its index for life)."""
+    base = {LABEL_NAME: COLLECTOR_APP, LABEL_INSTANCE: owner.name}
+    return base if shard is None else base | {LABEL_SHARD: str(shard)}
+
+
+LABEL_SHARD = "ssmd.io/shard"
+"""On a shard's Deployment and pods: its index I of ``--shard I/N``."""
+
+
+def collector_names(environment_cr: str, shards: int) -> list[str]:
+    """The collector Deployments of ``shards`` shards: ``<cr>-collector`` alone for one,
+    else ``<cr>-collector-<I>`` for I in 0..N-1. Each shard index has exactly one
+    Deployment (``Recreate``), so no shard ever runs twice, even while N changes."""
+    base = deployment_name(environment_cr)
+    return [base] if shards == 1 else [f"{base}-{i}" for i in range(shards)]
+
+
+def stale_collectors(environment_cr: str, shards: int, existing: list[str]) -> list[str]:
+    """Owned collector Deployments that ``shards`` no longer wants (scaling down, or
+    between sharded and unsharded): to delete so the set converges."""
+    wanted = set(collector_names(environment_cr, shards))
+    base = deployment_name(environment_cr)
+    ours = [
+        n
+        for n in existing
+        if n == base or (n.startswith(f"{base}-") and n[len(base) + 1 :].isdigit())
+    ]
+    return sorted(n for n in ours if n not in wanted)
+
+
+def deployments(
+    owner: Owner,
+    spec: EnvironmentSpec,
+    snapshot: Snapshot,
+    secret_env: tuple[SecretEnvVar, ...],
+    feed_version: str,
+) -> list[Manifest]:
+    """One collector Deployment per shard (``spec.shards``), in shard order."""
+    if spec.shards == 1:
+        return [deployment(owner, spec, snapshot, secret_env, feed_version)]
+    return [
+        deployment(owner, spec, snapshot, secret_env, feed_version, shard=i)
+        for i in range(spec.shards)
+    ]
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -115,8 +158,17 @@ def deployment(
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
     feed_version: str,
+    shard: int | None = None,
 ) -> Manifest:
-    """The collector Deployment; see docs/operator.md for why each setting is there."""
+    """The collector Deployment (of one ``shard`` when ``spec.shards`` > 1); see
+    docs/operator.md for why each setting is there."""
+    shard_args = [] if shard is None else ["--shard", f"{shard}/{spec.shards}"]
+    name = (
+        deployment_name(owner.name)
+        if shard is None
+        else collector_names(owner.name, spec.shards)[shard]
+    )
+    pod_labels = labels(owner) | ({} if shard is None else {LABEL_SHARD: str(shard)})
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -132,6 +184,7 @@ def deployment(
             str(HTTP_PORT),
             "--log-format",
             spec.log_format,
+            *shard_args,
         ],
         "env": [
             {
@@ -180,17 +233,17 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, deployment_name(owner.name), {}),
+        "metadata": _metadata(owner, name, {}) | {"labels": pod_labels},
         "spec": {
             "replicas": 0 if spec.paused else 1,
             "revisionHistoryLimit": 3,
             # Two collectors for one environment would write the same day files:
             # the old pod must be gone before the new one starts.
             "strategy": {"type": "Recreate", "rollingUpdate": None},
-            "selector": {"matchLabels": selector(owner)},
+            "selector": {"matchLabels": selector(owner, shard)},
             "template": {
                 "metadata": {
-                    "labels": labels(owner),
+                    "labels": pod_labels,
                     "annotations": {
                         ANNOTATION_SNAPSHOT_HASH: snapshot.hash,
                         ANNOTATION_FEED_VERSION: feed_version,

@@ -73,6 +73,8 @@ class EnvironmentSpec:
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: DEFAULT_RESOURCES)
     log_format: str = "json"
     paused: bool = False
+    shards: int = 1
+    """Collectors splitting the markets (``--shard I/N``); 1: one unsharded collector."""
 
     @property
     def config_maps(self) -> tuple[str, ...]:
@@ -92,7 +94,19 @@ def parse_spec(cr_name: str, spec: Mapping[str, Any]) -> EnvironmentSpec:
         resources=_resources(spec.get("resources")),
         log_format=_choice(spec, "logFormat", LOG_FORMATS, "json"),
         paused=_flag(spec, "paused"),
+        shards=_shards(spec.get("shards", 1)),
     )
+
+
+MAX_SHARDS = 64
+
+
+def _shards(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
+        raise SpecInvalid(
+            f"spec.shards: expected an integer from 1 to {MAX_SHARDS}; found {value!r}"
+        )
+    return value
 
 
 def _text(spec: Mapping[str, Any], key: str, where: str = "spec") -> str | None:

@@ -105,6 +105,51 @@ def collector_condition(deployment: Mapping[str, Any] | None, paused: bool) -> C
     return condition(COLLECTOR_AVAILABLE, False, "Unavailable", detail)
 
 
+@dataclass(frozen=True)
+class ShardStatus:
+    shard: int
+    deployment: str
+    condition: Condition
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "deployment": self.deployment,
+            "ready": self.condition.true,
+            "reason": self.condition.reason,
+        }
+
+
+def shards_condition(
+    deployments: Sequence[tuple[str, Mapping[str, Any] | None]], paused: bool
+) -> tuple[Condition, list[ShardStatus]]:
+    """CollectorAvailable over every shard's Deployment (in shard order), and each
+    shard's own readiness for ``status.shards``. Available only when all shards are;
+    otherwise the first shard that is not, named."""
+    shards = [
+        ShardStatus(i, name, collector_condition(dep, paused))
+        for i, (name, dep) in enumerate(deployments)
+    ]
+    if len(shards) == 1:
+        return shards[0].condition, shards
+    failing = [s for s in shards if not s.condition.true]
+    if not failing:
+        return condition(
+            COLLECTOR_AVAILABLE,
+            True,
+            "Available",
+            f"all {len(shards)} shard collectors are ready (connected and subscribed)",
+        ), shards
+    first = failing[0]
+    return condition(
+        COLLECTOR_AVAILABLE,
+        False,
+        first.condition.reason,
+        f"{len(failing)} of {len(shards)} shards not ready; shard {first.shard} "
+        f"({first.deployment}): {first.condition.message}",
+    ), shards
+
+
 def ready_condition(parts: Sequence[Condition], paused: bool) -> Condition:
     """Ready is True when every other condition is; else it carries the first failure."""
     if all(c.true for c in parts):
@@ -121,6 +166,7 @@ def status_body(
     generation: int | None,
     previous: Mapping[str, Any],
     now: dt.datetime,
+    shards: Sequence[ShardStatus] = (),
 ) -> dict[str, Any]:
     """The full ``status`` to write, keeping transition times of unchanged conditions."""
     before = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
@@ -150,6 +196,8 @@ def status_body(
         "endpoint": running.endpoint if running else None,
         "schema": running.schema if running else None,
         "snapshotHash": running.snapshot_hash if running else None,
+        # Per-shard readiness when sharded; absent (a merge patch deletes it) otherwise.
+        "shards": [s.body() for s in shards] if len(shards) > 1 else None,
     }
     if generation is not None:
         body["observedGeneration"] = generation

@@ -242,6 +242,9 @@ SCHEMA_MISTAKES: list[tuple[dict[str, Any], str, list[str]]] = [
         ["lots", "does not match"],
     ),
     ({"resources": {"requests": {"cpu": True}}}, "spec.resources.requests.cpu", ["True"]),
+    ({"shards": 0}, "spec.shards", ["0", "less than the minimum of 1"]),
+    ({"shards": 65}, "spec.shards", ["65", "greater than the maximum of 64"]),
+    ({"shards": "3"}, "spec.shards", ["'3'", "integer"]),
 ]
 
 

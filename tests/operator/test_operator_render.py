@@ -56,6 +56,45 @@ def test_deployment_runs_one_collector_that_never_overlaps_itself() -> None:
     assert annotations["ssmd.io/feed-version"] == "v1"
 
 
+def test_shards_render_one_deployment_each_that_never_overlaps_itself() -> None:
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys", "shards": 3})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    deps = render.deployments(OWNER, parsed, snap, secret.env, "v1")
+    assert [d["metadata"]["name"] for d in deps] == [
+        "kalshi-prod-collector-0", "kalshi-prod-collector-1", "kalshi-prod-collector-2"
+    ]  # fmt: skip
+    for i, dep in enumerate(deps):
+        assert container(dep)["args"][-2:] == ["--shard", f"{i}/3"]
+        assert dep["spec"]["strategy"]["type"] == "Recreate"
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["selector"]["matchLabels"]["ssmd.io/shard"] == str(i)
+        assert dep["spec"]["template"]["metadata"]["labels"]["ssmd.io/shard"] == str(i)
+        kubernetes_validate.validate(render.without_nones(dep), K8S_VERSION, strict=True)
+    (single,) = render.deployments(OWNER, parse_spec("kalshi-prod", {"secretName": "keys"}),
+                                   snap, secret.env, "v1")  # fmt: skip
+    assert single["metadata"]["name"] == "kalshi-prod-collector"
+    assert "--shard" not in container(single)["args"]
+
+
+@pytest.mark.parametrize(
+    ("shards", "existing", "stale"),
+    [
+        (3, ["p-collector"], ["p-collector"]),  # 1 -> 3: the unsharded one goes
+        (2, ["p-collector-0", "p-collector-1", "p-collector-2"], ["p-collector-2"]),
+        (1, ["p-collector-0", "p-collector-1"], ["p-collector-0", "p-collector-1"]),
+        (2, ["p-collector-0", "p-collector-1", "p-collector-x", "other"], []),
+    ],
+    ids=["1-to-3", "3-to-2", "2-to-1", "foreign-names-kept"],
+)
+def test_scaling_converges_on_exactly_the_wanted_deployments(
+    shards: int, existing: list[str], stale: list[str]
+) -> None:
+    assert render.stale_collectors("p", shards, existing) == stale
+
+
 def test_secret_env_uses_the_collectors_own_variable_names() -> None:
     _, dep, _ = prod()
     names = env_var_names(

@@ -22,6 +22,7 @@ from ssmd_operator.status import (
     collector_condition,
     condition,
     ready_condition,
+    shards_condition,
     status_body,
     transitions,
 )
@@ -152,6 +153,32 @@ def test_collector_condition(deployment: Any, paused: bool, status: str, reason:
     assert (c.status, c.reason) == (status, reason)
 
 
+AVAILABLE = {
+    "status": {"availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}
+}
+
+
+def test_shards_are_available_only_together_and_each_is_reported() -> None:
+    names = ["p-collector-0", "p-collector-1", "p-collector-2"]
+    available, shards = shards_condition(list(zip(names, [AVAILABLE] * 3, strict=True)), False)
+    assert (available.status, available.reason) == ("True", "Available")
+    assert [s.body()["ready"] for s in shards] == [True, True, True]
+    observed = [AVAILABLE, None, {"status": {}}]
+    missing, shards = shards_condition(list(zip(names, observed, strict=True)), False)
+    assert (missing.status, missing.reason) == ("False", "NotDeployed")
+    assert missing.message.startswith("2 of 3 shards not ready; shard 1 (p-collector-1): ")
+    assert [s.body() for s in shards] == [
+        {"shard": 0, "deployment": "p-collector-0", "ready": True, "reason": "Available"},
+        {"shard": 1, "deployment": "p-collector-1", "ready": False, "reason": "NotDeployed"},
+        {"shard": 2, "deployment": "p-collector-2", "ready": False, "reason": "Unavailable"},
+    ]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    body = status_body([missing], None, 1, {}, now, shards)
+    assert [s["ready"] for s in body["shards"]] == [True, False, False]
+    one, single = shards_condition([("p-collector", AVAILABLE)], False)
+    assert status_body([one], None, 1, {}, now, single)["shards"] is None  # unsharded: absent
+
+
 def test_collector_condition_passes_on_the_deployments_own_message() -> None:
     dep = {
         "status": {"conditions": [{"type": "ReplicaFailure", "status": "True", "message": "quota"}]}
@@ -246,6 +273,7 @@ def test_spec_defaults_match_the_crd() -> None:
     assert (spec.image_pull_policy, spec.log_format, spec.paused) == ("IfNotPresent", "json", False)
     assert not spec.storage.persistent
     assert spec.secret_name is None
+    assert spec.shards == 1
 
 
 @pytest.mark.parametrize(
@@ -261,6 +289,9 @@ def test_spec_defaults_match_the_crd() -> None:
         ({"storage": {"s3": {}}}, "spec.storage.s3.bucket"),
         ({"storage": {"s3": {"bucket": 5}}}, "spec.storage.s3.bucket"),
         ({"storage": {"s3": {"bucket": "b-1", "credentialsSecret": "k"}}}, "credentialsSecret"),
+        ({"shards": 0}, "spec.shards"),
+        ({"shards": True}, "spec.shards"),
+        ({"shards": 65}, "spec.shards"),
     ],
 )
 def test_invalid_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
