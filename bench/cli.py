@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import archive_bench
+from bench import archive_bench, discovery_bench
 from bench.collector_run import CollectorRun, run_collector
 from bench.contenders.run import REPO, run_contender
 from bench.expected import Expected, replay
@@ -85,6 +85,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--archive-only", action="store_true", help="only the archive: seal and upload cost"
     )
+    p.add_argument(
+        "--discovery-only",
+        action="store_true",
+        help="only the whole-market start-up: discover and subscribe 10,000 markets, then "
+        "their order books flowing (~30 s)",
+    )
+    p.add_argument("--discovery-markets", type=int, default=10_000, help="open markets to discover")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return p.parse_args()
 
@@ -264,6 +271,16 @@ def main() -> None:
     )
     with _workdir(args.keep) as work:
         keys = make_keys(work)
+        if args.discovery_only:
+            _say(f"discovery: {args.discovery_markets:,} markets discovered and subscribed")
+            found = discovery_bench.measure_discovery(
+                keys, work / "discovery", markets=args.discovery_markets,
+                receiver=receiver, sender=sender,
+            )  # fmt: skip
+            print(discovery_bench.render(found))
+            if args.json:
+                args.json.write_text(json.dumps(asdict(found), indent=2) + "\n")
+            return
         _say(f"replaying the simulator's stream of {plan.messages:,} frames")
         expected = replay(Workload(plan.messages, plan.markets))
         results.meta["frame_bytes"] = expected.data_bytes
