@@ -7,10 +7,13 @@ exactly the markets it names (the expectation computed from the listing itself).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import websockets
+from deadlines import within
 
 from ssmd_collector.connectors.kalshi.discovery import Discovery, walks
 from ssmd_collector.connectors.kalshi.rest import KalshiRest, RestError, TokenBucket
@@ -215,3 +218,23 @@ def test_the_token_bucket_paces_after_its_burst() -> None:
     now[0] = 10.0
     assert bucket.wait_time() == 0
     assert bucket._tokens == 2
+
+
+async def test_a_living_listing_announces_what_it_lists_and_settles() -> None:
+    async with sim(markets=20, life_interval=0.05) as server:
+        async with websockets.connect(server.url) as ws:
+            subscribe = {"channels": ["market_lifecycle_v2"]}
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": subscribe}))
+            seen: dict[str, list[str]] = {}
+
+            async def until_both() -> None:
+                while not ({"created", "settled"} <= set(seen)):
+                    frame = json.loads(await ws.recv())
+                    msg = frame.get("msg", {})
+                    if frame.get("type") == "market_lifecycle_v2" and msg.get("event_type"):
+                        seen.setdefault(msg["event_type"], []).append(msg["market_ticker"])
+
+            await within(until_both(), "a market listed and one settled")
+        created, settled = seen["created"][0], seen["settled"][0]
+    assert server.listing.markets[created].status == "active"
+    assert server.listing.markets[settled].status == "finalized"

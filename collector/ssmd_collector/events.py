@@ -10,7 +10,9 @@ recorded), so events and data lines sort together. Events: ``start``, ``connecte
 ``subscribed``, ``gap``, ``duplicate``, ``recovery_requested``, ``recovery_completed``,
 ``subscription_died``, ``subscription_restored``, ``market_limit``,
 ``command_throttled``, ``command_rejected``, ``exchange_error``, ``disconnected``,
-``stop``. A reader can tell from them which streams were complete over which periods:
+``stop``; with a ``markets`` selector also ``discovery``, ``discovery_failed``,
+``lookup_failed``, ``markets_added``, ``markets_removed`` and ``subscription_idle``.
+A reader can tell from them which streams were complete over which periods:
 a stream is whole between its ``subscribed`` (or ``subscription_restored``) and the
 next ``gap``, ``subscription_died`` or ``disconnected``.
 
