@@ -213,6 +213,17 @@ async def test_a_malformed_shard_is_a_config_error(
     assert f"--shard must be I/N with 0 <= I < N (e.g. 0/1, 2/4), found {shard!r}" in caplog.text
 
 
+async def test_shards_need_something_to_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = await record(make_tree(tmp_path, "ws://127.0.0.1:1/trade-api/ws/v2"), shard="1/2")
+    assert run.code == ExitCode.CONFIG_ERROR
+    assert (
+        "environments/test.yaml: subscriptions: expected market tickers or a markets selector "
+        "to split with --shard 1/2; found only all-market channels" in caplog.text
+    )
+
+
 async def test_wss_with_a_private_ca(tmp_path: Path, tls: TLS) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(tls.ca_pem)

@@ -347,3 +347,15 @@ def test_sequences(seqs: list[int], verdicts: list[str]) -> None:
     assert [sequences.check(7, s)[0].value for s in seqs] == verdicts
     sequences.forget(7)
     assert sequences.check(7, 100) == (Verdict.IN_ORDER, 99)  # a new sid is a new sequence
+
+
+@pytest.mark.parametrize(
+    ("after_error", "verdict"),
+    [(3, "in_order"), (4, "in_order"), (5, "gap")],
+    ids=["error-number-reused", "error-number-used-up", "a-real-gap"],
+)
+def test_an_errors_seq_is_neither_data_nor_a_gap(after_error: int, verdict: str) -> None:
+    seqs = Sequences()
+    assert seqs.check(1, 1)[0] is seqs.check(1, 2)[0] is Verdict.IN_ORDER
+    seqs.error(1, 3)  # a scoped error (26 on add_markets) carrying the next number
+    assert seqs.check(1, after_error)[0].value == verdict

@@ -297,3 +297,26 @@ async def test_shards_partition_the_universe_by_event(
         assert f"{stem}.jsonl" in names
         assert f"{stem}.events.jsonl" in names
         assert all(n.startswith(f"{stem}.") for n in names)
+
+
+async def test_markets_beyond_the_exchanges_limit_are_reported_not_dropped_silently(
+    tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    private_pem, public_pem = ed25519_keys
+    metrics: dict[str, float] = {}
+
+    async with signed_sim(public_pem, markets=1000, max_markets_per_subscription=500) as sim:
+
+        async def full(server: HealthServer, session: SimSession) -> None:
+            metrics.update(await scrape(server.port))
+
+        path = tree(tmp_path, sim.url, {"status": "open"})
+        run = await scenario(sim, path, private_pem, full)
+    # The second batch of 256 would pass 500 on the sid: it and the rest are refused.
+    assert run.connection.markets == {"orderbook_delta": 256}
+    assert run.connection.overflow == {"orderbook_delta": 544}
+    limit = next(e for e in run.events() if e["event"] == "market_limit")
+    assert (limit["markets_subscribed"], limit["markets_refused"]) == (256, 544)
+    gauge = 'ssmd_subscription_overflow_markets{channel="orderbook_delta",feed="kalshi-sim"}'
+    assert metrics[gauge] == 544
+    assert run.connection.gaps == {}  # the error's seq is not lost data

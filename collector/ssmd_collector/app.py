@@ -86,6 +86,14 @@ def plan(settings: Settings, environ: Mapping[str, str], today: dt.date) -> Plan
         raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
     except CredentialsInvalid as exc:
         raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
+    _, shards = settings.shard_parts or (0, 1)
+    env = resolved.environment
+    if shards > 1 and not any(sub.filtered for sub in env.subscriptions):
+        raise ConfigError(
+            f"{env.file}: subscriptions: expected market tickers or a markets selector to "
+            f"split with --shard {settings.shard}; found only all-market channels "
+            f"({', '.join(sorted(env.channels))}), which one collector records"
+        )
     data_dir = settings.data_dir or Path(resolved.environment.storage.path)
     return Plan(resolved, exchange, credentials, data_dir)
 

@@ -256,27 +256,39 @@ class KalshiConnector:
     async def _follow(self) -> None:
         """Lifecycle candidates looked up and added, removals after their grace, and
         a re-discovery every ``discovery_interval`` seconds."""
-        universe, discovery = self.universe, self.discovery
-        assert universe is not None
-        assert discovery is not None
-        period = max(0.05, min(1.0, universe.debounce / 2))
+        assert self.universe is not None
+        period = max(0.05, min(1.0, self.universe.debounce / 2))
         next_discovery = self.monotonic() + self.options.discovery_interval
         while True:
             await asyncio.sleep(period)
-            candidates = universe.due_lookups()
-            if candidates:
-                try:
-                    listed = await discovery.lookup(candidates)
-                except RestError as exc:
-                    self.events.record("lookup_failed", markets=len(candidates), error=str(exc))
-                    log.error("looking up %d new market(s) failed: %s", len(candidates), exc)
-                else:
-                    self._change(universe.confirmed(listed), add=True)
-            self._change(universe.due_removals(), add=False)
-            if self.monotonic() >= next_discovery:
-                next_discovery = self.monotonic() + self.options.discovery_interval
-                with contextlib.suppress(RestError):  # recorded; the next run repairs
-                    await self._discover()
+            try:
+                next_discovery = await self._follow_once(next_discovery)
+            except Exception as exc:  # a bug here must not stop the universe silently
+                log.exception("following the market universe failed")
+                self.metrics.errors[ErrorType.SUBSCRIBE_REJECTED] += 1
+                self._fail(SubscribeRejected(f"following the market universe failed: {exc!r}"))
+                return
+
+    async def _follow_once(self, next_discovery: float) -> float:
+        """One turn of :meth:`_follow`; returns when the next re-discovery is due."""
+        universe, discovery = self.universe, self.discovery
+        assert universe is not None
+        assert discovery is not None
+        candidates = universe.due_lookups()
+        if candidates:
+            try:
+                listed = await discovery.lookup(candidates)
+            except RestError as exc:
+                self.events.record("lookup_failed", markets=len(candidates), error=str(exc))
+                log.error("looking up %d new market(s) failed: %s", len(candidates), exc)
+            else:
+                self._change(universe.confirmed(listed), add=True)
+        self._change(universe.due_removals(), add=False)
+        if self.monotonic() >= next_discovery:
+            next_discovery = self.monotonic() + self.options.discovery_interval
+            with contextlib.suppress(RestError):  # recorded; the next run repairs
+                await self._discover()
+        return next_discovery
 
     def _hint(self, payload: bytes) -> None:
         assert self.universe is not None
@@ -390,7 +402,9 @@ class KalshiConnector:
             if kind in _CONTROL:
                 self._control(payload, env, ns)
                 if kind == "error":
-                    continue  # an error is never part of a sequence, seq or not
+                    if env.seq is not None and env.sid is not None:
+                        self._sequences.error(env.sid, env.seq)
+                    continue  # an error is never checked as part of a sequence
             if env.seq is not None and env.sid is not None:
                 verdict, last = check(env.sid, env.seq)
                 if verdict is not Verdict.IN_ORDER:
