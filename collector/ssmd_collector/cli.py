@@ -164,5 +164,7 @@ def demo(
 
     setup_logging(log_format, "info")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    # The simulator's connection log (a line per REST call and connection) is noise here.
+    logging.getLogger("ssmd_collector.sim.server.websockets").setLevel(logging.WARNING)
     code = asyncio.run(run_demo(config_dir, env, data_dir, port, rate, seed))
     raise typer.Exit(int(code))
