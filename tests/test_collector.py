@@ -171,7 +171,7 @@ async def test_subscribe_error_answer_stops_with_its_message(
             tree, environ={"KALSHI_API_KEY": "k", "KALSHI_PRIVATE_KEY": rsa_keys[0].decode()}
         )
     assert run.code == ExitCode.SUBSCRIBE_REJECTED
-    assert "subscribe of cfbenchmarks_value refused by the exchange: code 24" in caplog.text
+    assert "subscribe of ticker, cfbenchmarks_value refused by the exchange: code 24" in caplog.text
     # What was read before leaving is archived, the error answer included; the
     # simulator kept streaming ticker data we never read, hence a prefix.
     data = run.data()
