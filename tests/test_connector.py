@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import Run, make_tree, record
+from collector_harness import KEY_ENV, Run, make_tree, record
 from deadlines import wait_until
 
 from ssmd_collector.exitcodes import ExitCode
@@ -27,15 +27,6 @@ from ssmd_collector.metadata import read_directory, validate_tree
 from ssmd_collector.sim import Ending, SimConfig, SimServer, SimSession
 from ssmd_collector.sim.market import universe
 
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 BOOKS = universe(600)
 
 

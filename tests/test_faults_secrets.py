@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from collector_harness import make_tree
+from collector_harness import KEY_ENV, make_tree
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from deadlines import deadline
@@ -42,15 +42,6 @@ from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimConfig, SimServer
 
 KEY_ID = "KEYID-RECOGNISABLE-1234"
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 UNREACHABLE = "ws://127.0.0.1:1/trade-api/ws/v2"
 START_TIMEOUT = 30.0
 
