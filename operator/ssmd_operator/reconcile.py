@@ -17,6 +17,12 @@ what differs. Rules that keep a collector safe:
   environments failing together do not retry in step); a good pass resets it.
 - A create answered 409 AlreadyExists (the object appeared since it was read)
   reads the object again and continues from it, unless another owner holds it.
+- A child write the API server *refuses* (a 4xx other than 404, 409 and 429: a
+  422 from validation, a policy webhook, a quota, a 403) is not retried with
+  backoff, since the same request gets the same answer: the pass completes, the
+  status says ``CollectorAvailable=False`` with reason ``ApplyRejected`` and the
+  server's message, ``observedGeneration`` advances, and the transition posts a
+  Warning Event. The periodic resync tries again (a quota may free up).
 """
 
 from __future__ import annotations
@@ -51,11 +57,13 @@ from .names import (
 from .secrets import SecretCheck, check_secret
 from .spec import EnvironmentSpec, SpecInvalid, parse_spec
 from .status import (
+    APPLY_REJECTED,
     COLLECTOR_AVAILABLE,
     METADATA_RESOLVED,
     SECRET_READY,
     Condition,
     Running,
+    announced,
     collector_condition,
     condition,
     ready_condition,
@@ -190,6 +198,7 @@ class Reconciler:
 
         paused = False
         writes: list[tuple[str, str]] = []
+        rejected: ApiError | None = None
         running: Running | None = None
         try:
             spec = parse_spec(name, cr.get("spec") or {})
@@ -202,7 +211,7 @@ class Reconciler:
             paused = spec.paused
             desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
             if desired.resolved and desired.snapshot and desired.secret and not foreign:
-                current_cm, current_dep, writes = await self._apply(
+                applied = await self._apply(
                     owner,
                     spec,
                     desired.resolved,
@@ -211,7 +220,11 @@ class Reconciler:
                     current_cm,
                     current_dep,
                 )
-                running = _running(desired.resolved, desired.snapshot)
+                current_cm, current_dep, writes, rejected = applied
+                if rejected is None:
+                    running = _running(desired.resolved, desired.snapshot)
+                elif current_dep is not None:
+                    running = _deployed(current_cm, current_dep, spec.environment, now.date())
             elif current_dep is not None and not foreign:
                 # Not a good state: nothing was written, so report what still runs.
                 running = _deployed(current_cm, current_dep, spec.environment, now.date())
@@ -223,6 +236,14 @@ class Reconciler:
                 False,
                 "ResourceConflict",
                 f"{names} already exist(s) and belong(s) to another owner: rename or delete them",
+            )
+        elif rejected is not None:
+            collector = condition(
+                COLLECTOR_AVAILABLE,
+                False,
+                APPLY_REJECTED,
+                f"the API server refused the change ({rejected}); fix the spec (or the "
+                "policy, quota or permission named) and the operator applies it",
             )
         else:
             collector = collector_condition(current_dep, paused)
@@ -244,7 +265,7 @@ class Reconciler:
                 # as its owner, so the garbage collector removes it.
                 logger.info("%s/%s was deleted during its reconcile", namespace, name)
                 return
-            for c in transitions(previous, conditions):
+            for c in announced(transitions(previous, conditions)):
                 kind = events.NORMAL if c.true else events.WARNING
                 await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)
 
@@ -317,17 +338,30 @@ class Reconciler:
         secret: SecretCheck,
         current_cm: dict[str, Any] | None,
         current_dep: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]]]:
+    ) -> tuple[
+        dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]], ApiError | None
+    ]:
+        """Write both children; a refused write stops there and is returned, not raised."""
         writes: list[tuple[str, str]] = []
         cm = render.config_map(owner, snap, current_cm)
-        current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
+        try:
+            current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return current_cm, current_dep, writes, exc
         if did:
             writes.append(
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
         version = resolved.feed_version.version
         dep = render.deployment(owner, spec, snap, secret.env, version)
-        current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
+        try:
+            current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return current_cm, current_dep, writes, exc
         if did:
             replicas = dep["spec"]["replicas"]
             writes.append(
@@ -337,7 +371,7 @@ class Reconciler:
                     f"snapshot {snap.hash}",
                 )
             )
-        return current_cm, current_dep, writes
+        return current_cm, current_dep, writes, None
 
     async def _write(
         self,
@@ -384,6 +418,15 @@ class Reconciler:
             await self.api.create(resource_path("v1", "events", owner.namespace), body)
         except Exception:  # an Event is informative; losing one must not fail the pass
             logger.warning("could not post Event %s for %s", reason, owner.name, exc_info=True)
+
+
+def refused(exc: ApiError) -> bool:
+    """A final answer to this request: retrying the same write gets the same refusal.
+
+    404 (a namespace or object gone), 409 (a race) and 429 (throttling) are
+    transient; every other 4xx is the server judging the request itself.
+    """
+    return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
 def _owned(obj: Mapping[str, Any], owner: render.Owner) -> bool:

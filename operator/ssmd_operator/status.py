@@ -23,6 +23,8 @@ METADATA_RESOLVED = "MetadataResolved"
 SECRET_READY = "SecretReady"  # noqa: S105 - a condition type
 COLLECTOR_AVAILABLE = "CollectorAvailable"
 READY = "Ready"
+APPLY_REJECTED = "ApplyRejected"
+"""CollectorAvailable's reason when the API server refused a child write (reconcile.py)."""
 CONDITION_TYPES = (METADATA_RESOLVED, SECRET_READY, COLLECTOR_AVAILABLE, READY)
 MAX_MESSAGE = 2000
 
@@ -168,3 +170,13 @@ def transitions(previous: Mapping[str, Any], conditions: Sequence[Condition]) ->
         if isinstance(c, Mapping)
     }
     return [c for c in conditions if before.get(c.type) != (c.status, c.reason)]
+
+
+def announced(changed: Sequence[Condition]) -> list[Condition]:
+    """The transitions worth an Event: Ready repeating another's reason is one story, told once.
+
+    Ready carries the first failing condition's reason, so without this every
+    failure (a refused write, a pause) would be reported twice.
+    """
+    told = {c.reason for c in changed if c.type != READY}
+    return [c for c in changed if c.type != READY or c.true or c.reason not in told]

@@ -508,7 +508,13 @@ class FaultProxy:
 
 
 def _status_response(status: int, message: str) -> aiohttp.web.Response:
-    reasons = {409: "AlreadyExists", 500: "InternalError", 503: "ServiceUnavailable"}
+    reasons = {
+        403: "Forbidden",
+        409: "AlreadyExists",
+        422: "Invalid",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+    }
     return aiohttp.web.json_response(
         {
             "kind": "Status",

@@ -341,3 +341,59 @@ async def test_shutdown_cancels_retries_and_the_closed_client_stays_closed(
     assert api._session is None
     await reconciler.reconcile(NAMESPACE, PROD, lambda namespace, name: None)
     assert reconciler._slots[(NAMESPACE, PROD)].retry is retry  # no new retry scheduled
+
+
+@pytest.mark.parametrize(
+    ("status", "verb", "path"),
+    [
+        (422, "POST", POST_DEPLOY),  # validation: requests above limits on a new collector
+        (403, "POST", POST_CM),  # a policy webhook or a missing permission
+        (422, "PATCH", r"/deployments/"),  # an update to a running collector
+    ],
+    ids=["create-invalid", "snapshot-forbidden", "update-invalid"],
+)
+async def test_refused_child_writes_land_in_status_not_in_a_retry_loop(
+    cluster: Cluster, proxy: FaultProxy, status: int, verb: str, path: str
+) -> None:
+    """A 4xx the server means (not 404/409/429) is reported, not retried with backoff."""
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    async with running(fast_retries(c, proxy), c):
+        if verb == "PATCH":
+            await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+            await converged(c)
+            proxy.add(Fault(verb, path, status))
+            # A new generation the server refuses (CPU requests above limits).
+            resources = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+            await c.patch(
+                ENV, PROD, {"metadata": {"generation": 2}, "spec": {"resources": resources}}
+            )
+            generation = 2
+        else:
+            proxy.add(Fault(verb, path, status))
+            await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+            generation = 1
+        cond = await c.wait_condition(PROD, "CollectorAvailable", "False", "ApplyRejected")
+        assert f"HTTP {status}: injected by the test proxy" in cond["message"]
+        env = await c.get(ENV, PROD)
+        assert env["status"]["observedGeneration"] == generation
+        assert cond["observedGeneration"] == generation
+        ready = await c.condition(PROD, "Ready")
+        assert ready is not None
+        assert (ready["status"], ready["reason"]) == ("False", "ApplyRejected")
+
+        async def warnings() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in await c.list(EVENTS)
+                if e["type"] == "Warning" and e["reason"] == "ApplyRejected"
+            ]
+
+        await c.wait(warnings, "a Warning Event ApplyRejected")
+        # Then silence until the next resync: the same request gets the same answer,
+        # so a backoff retry loop (0.1 s doubling to 0.8 s here) would only load the
+        # server and never settle.
+        await c.quiet(1.0)
+        assert proxy.requests(verb, path)[-1].answer == str(status)
+        assert not any("retrying in" in e for e in c.operator_errors)
+        assert len(await warnings()) == 1  # Ready repeating the reason adds no second one
