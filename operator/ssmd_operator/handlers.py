@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from .kube import KubeApi
-from .names import GROUP, KIND, LABEL_MANAGED_BY, OPERATOR_NAME, PLURAL, VERSION
+from .names import GROUP, KIND, LABEL_MANAGED_BY, OPERATOR_NAME, PLURAL, RUN_AS_USER, VERSION
 from .reconcile import Reconciler, SecretKeys, utc_now
 from .spec import SpecInvalid, parse_spec
 
@@ -63,6 +63,8 @@ class OperatorConfig:
     """...up to this."""
     clock: Callable[[], dt.datetime] = utc_now
     api: KubeApi = field(default_factory=KubeApi)
+    collector_uid: int | None = RUN_AS_USER
+    """uid/gid/fsGroup of collector pods; None: the platform assigns them (OpenShift)."""
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -84,6 +86,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         clock=config.clock,
         retry_seconds=config.retry_seconds,
         retry_max_seconds=config.retry_max_seconds,
+        collector_uid=config.collector_uid,
     )
     background: list[asyncio.Task[None]] = []
 

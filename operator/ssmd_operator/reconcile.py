@@ -51,6 +51,7 @@ from .names import (
     ANNOTATION_FEED_VERSION,
     API_VERSION,
     PLURAL,
+    RUN_AS_USER,
     config_map_name,
     deployment_name,
 )
@@ -108,8 +109,10 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = utc_now,
         retry_seconds: float = 10.0,
         retry_max_seconds: float = 300.0,
+        collector_uid: int | None = RUN_AS_USER,
     ) -> None:
         self.api = api
+        self.collector_uid = collector_uid
         self.clock = clock
         self.retry_seconds = retry_seconds
         self.retry_max_seconds = max(retry_max_seconds, retry_seconds)
@@ -355,7 +358,7 @@ class Reconciler:
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
         version = resolved.feed_version.version
-        dep = render.deployment(owner, spec, snap, secret.env, version)
+        dep = render.deployment(owner, spec, snap, secret.env, version, uid=self.collector_uid)
         try:
             current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
         except ApiError as exc:

@@ -62,13 +62,20 @@ def selector(owner: Owner) -> dict[str, str]:
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
+    """Controller reference without ``blockOwnerDeletion``.
+
+    Setting that flag needs ``update`` on ``ssmdenvironments/finalizers`` wherever
+    the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift among
+    them), or every create is refused. It only makes a *foreground* deletion of the
+    SsmdEnvironment wait for its children, which nothing here relies on, so the
+    operator leaves it out rather than ask for the extra permission.
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -113,8 +120,16 @@ def deployment(
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
     feed_version: str,
+    *,
+    uid: int | None = RUN_AS_USER,
 ) -> Manifest:
-    """The collector Deployment; see docs/operator.md for why each setting is there."""
+    """The collector Deployment; see docs/operator.md for why each setting is there.
+
+    ``uid`` None leaves the user, group and fsGroup to the platform (OpenShift's
+    restricted SCC assigns them per namespace and refuses pods that pin one outside
+    its range); ``runAsNonRoot`` stays, so the kubelet still refuses uid 0. The keys
+    are written as None, not dropped, so a merge patch removes a uid pinned before.
+    """
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -156,8 +171,8 @@ def deployment(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
+            "runAsUser": uid,
+            "runAsGroup": uid,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
@@ -200,9 +215,9 @@ def deployment(
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "fsGroup": RUN_AS_USER,
+                        "runAsUser": uid,
+                        "runAsGroup": uid,
+                        "fsGroup": uid,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],

@@ -11,7 +11,7 @@ import pytest
 
 from ssmd_collector.keys import env_var_names
 from ssmd_collector.metadata import read_directory, resolve_environment
-from ssmd_operator import events, render, snapshot
+from ssmd_operator import cli, events, render, snapshot
 from ssmd_operator.drift import matches
 from ssmd_operator.secrets import check_secret
 from ssmd_operator.spec import parse_spec
@@ -135,7 +135,6 @@ def test_children_are_owned_and_labelled() -> None:
                 "name": "kalshi-prod",
                 "uid": "uid-1",
                 "controller": True,
-                "blockOwnerDeletion": True,
             }
         ]
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ssmd-operator"
@@ -168,3 +167,42 @@ def test_a_created_object_matches_its_own_patch() -> None:
     cm, dep, _ = prod()
     for obj in (cm, dep):
         assert matches(obj, render.without_nones(obj))
+
+
+def test_platform_assigned_uid_pins_none_and_unpins_an_old_one() -> None:
+    """``--collector-uid=platform`` (OpenShift): no uid, gid or fsGroup, still non-root;
+    the merge patch names them as None so a Deployment that pinned 10001 loses them."""
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys"})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    dep = render.deployment(OWNER, parsed, snap, secret.env, "v1", uid=None)
+    pod = dep["spec"]["template"]["spec"]
+    for context, keys in (
+        (pod["securityContext"], ("runAsUser", "runAsGroup", "fsGroup")),
+        (container(dep)["securityContext"], ("runAsUser", "runAsGroup")),
+    ):
+        assert context["runAsNonRoot"] is True
+        assert all(context[k] is None for k in keys), context
+    created = render.without_nones(dep)
+    assert "runAsUser" not in created["spec"]["template"]["spec"]["securityContext"]
+    kubernetes_validate.validate(created, K8S_VERSION, strict=True)
+    _, pinned, _ = prod()
+    assert not matches(dep, pinned)  # a pinned Deployment is patched to unpin
+
+
+@pytest.mark.parametrize(
+    ("text", "uid"), [("platform", None), ("10001", 10001), ("1000680000", 1000680000)]
+)
+def test_collector_uid_flag(text: str, uid: int | None) -> None:
+    assert cli.parse_args(["--collector-uid", text]).collector_uid == uid
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "root"])
+def test_collector_uid_flag_refuses_root_and_nonsense(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--collector-uid", text])
+    assert "expected a uid above 0 or 'platform'" in capsys.readouterr().err
