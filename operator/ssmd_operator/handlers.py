@@ -75,7 +75,16 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.scanning.disabled = True
     # Only explicit Events (posted by the reconciler); log lines stay in the log.
     settings.posting.enabled = False
+    # Initial listings in pages: cluster-wide, one unpaginated list of every Secret
+    # (Helm keeps releases in Secrets of up to 1 MiB each) would have to fit in the
+    # pod's memory at once. Values pass through this process while a page is read;
+    # only key names are kept (the ssmd_secret_keys index).
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     return settings
+
+
+LIST_CHUNK_SIZE = 50
+"""Objects per page of kopf's initial list (``?limit=``), for every watched resource."""
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:

@@ -33,7 +33,7 @@ from operator_harness import (
     running,
 )
 
-from ssmd_operator.handlers import OperatorConfig
+from ssmd_operator.handlers import LIST_CHUNK_SIZE, OperatorConfig
 from ssmd_operator.kube import KubeApi
 from ssmd_operator.names import DEFAULT_IMAGE
 from ssmd_operator.reconcile import Reconciler
@@ -397,3 +397,25 @@ async def test_refused_child_writes_land_in_status_not_in_a_retry_loop(
         assert proxy.requests(verb, path)[-1].answer == str(status)
         assert not any("retrying in" in e for e in c.operator_errors)
         assert len(await warnings()) == 1  # Ready repeating the reason adds no second one
+
+
+async def test_initial_listings_are_paginated(cluster: Cluster, proxy: FaultProxy) -> None:
+    """Cluster-wide, the first list of Secrets, ConfigMaps and Deployments covers the
+    whole cluster: it must come in pages (``?limit=``), not as one body in memory."""
+    c = cluster
+    async with running(fast_retries(c, proxy), c):
+
+        def listed() -> set[str]:
+            return {
+                s.path.rsplit("/", 1)[-1]
+                for s in proxy.requests("GET", r"/(secrets|configmaps|deployments)$", agent=None)
+                if "watch=" not in s.query
+            }
+
+        await until(c, lambda: listed() == {"secrets", "configmaps", "deployments"}, "lists")
+    lists = [
+        s
+        for s in proxy.requests("GET", r"/(secrets|configmaps|deployments)$", agent=None)
+        if "watch=" not in s.query
+    ]
+    assert all(f"limit={LIST_CHUNK_SIZE}" in s.query.split("&") for s in lists), lists

@@ -22,6 +22,7 @@ from test_operator_render import prod as render_prod
 
 from ssmd_collector.metadata import validate_tree
 from ssmd_operator import names, snapshot
+from ssmd_operator.drift import parse_quantity
 from ssmd_operator.spec import DEFAULT_RESOURCES, MetadataSource, parse_spec
 from ssmd_operator.status import Running, condition, status_body
 
@@ -274,3 +275,16 @@ def test_children_pass_owner_reference_permission_enforcement(directory: str, ki
                 f"{child['kind']} sets blockOwnerDeletion, which needs update on "
                 f"{names.PLURAL}/finalizers, and the {kind} does not grant it"
             )
+
+
+def test_cluster_wide_operator_has_room_for_cluster_wide_lists() -> None:
+    """Cluster-wide it lists every Secret/ConfigMap/Deployment: more memory than namespaced."""
+
+    def memory_limit(directory: str) -> int:
+        dep = next(o for o in kustomize(directory) if o["kind"] == "Deployment")
+        text = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        value = parse_quantity(text)
+        assert value is not None, text
+        return int(value)
+
+    assert memory_limit("deploy/cluster-wide") >= 4 * memory_limit("deploy")
