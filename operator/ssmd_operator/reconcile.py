@@ -45,7 +45,7 @@ from ssmd_collector.metadata import (
 )
 
 from . import events, render, snapshot
-from .drift import matches
+from .drift import changed, matches
 from .kube import ApiError, KubeApi, resource_path
 from .names import (
     ANNOTATION_FEED_VERSION,
@@ -410,6 +410,12 @@ class Reconciler:
         if matches(desired, current):
             return current, None
         patched = await self.api.patch(path, desired)
+        if not changed(current, patched):
+            # Someone puts back what the patch takes out (a mutating webhook adding a
+            # sidecar or an env var): the server's object is as it was, so no update
+            # is reported. The patch repeats each pass, a no-op for the server.
+            logger.debug("patch of %s %s/%s changed nothing", plural, owner.namespace, name)
+            return patched, None
         logger.info("updated %s %s/%s", plural, owner.namespace, name)
         return patched, "Updated"
 

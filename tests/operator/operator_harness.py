@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import json
 import logging
 import re
 import threading
@@ -345,6 +346,8 @@ class Fault:
     server applies it) and then answers ``status`` as if the answer was lost; "hang"
     answers nothing until the client gives up (or ``hang_seconds`` pass).
     ``before``: awaited before forwarding (to stage a race), with the action "forward".
+    ``mutate``: with the action "mutate", rewrites the JSON body before forwarding, as a
+    mutating admission webhook or the API server's defaulting would.
     ``times``: how many matching requests to fault; None: until removed.
     """
 
@@ -356,6 +359,7 @@ class Fault:
     agent: str | None = OPERATOR_AGENT
     hang_seconds: float = 5.0
     before: Callable[[], Any] | None = None
+    mutate: Callable[[Any], Any] | None = None
     hits: int = 0
 
     def matches(self, method: str, url_path: str, agent: str) -> bool:
@@ -470,6 +474,8 @@ class FaultProxy:
             return _status_response(504, "the test proxy hung this request")
         if fault is not None and fault.action == "status":
             return _status_response(fault.status, f"injected by the test proxy ({fault.status})")
+        if fault is not None and fault.mutate is not None:
+            body = json.dumps(fault.mutate(json.loads(body))).encode()
         if fault is not None and fault.before is not None:
             staged = fault.before()
             if isinstance(staged, Awaitable):

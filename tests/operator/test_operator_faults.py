@@ -419,3 +419,57 @@ async def test_initial_listings_are_paginated(cluster: Cluster, proxy: FaultProx
         if "watch=" not in s.query
     ]
     assert all(f"limit={LIST_CHUNK_SIZE}" in s.query.split("&") for s in lists), lists
+
+
+def _add_sidecar(body: dict[str, Any]) -> dict[str, Any]:
+    """A service-mesh style webhook: every pod template gets a proxy container appended."""
+    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+    if "containers" in pod and all(c["name"] != "mesh-proxy" for c in pod["containers"]):
+        pod["containers"].append({"name": "mesh-proxy", "image": "mesh/proxy:1"})
+    return body
+
+
+def _round_resources(body: dict[str, Any]) -> dict[str, Any]:
+    """The API server's SetDefaults_ResourceList: requests/limits rounded up to 1m."""
+    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+    for c in pod.get("containers", []):
+        for part in (c.get("resources") or {}).values():
+            for name, value in part.items():
+                if value == "0.0005":
+                    part[name] = "1m"
+    return body
+
+
+@pytest.mark.parametrize(
+    ("mutate", "resources"),
+    [(_add_sidecar, None), (_round_resources, {"requests": {"cpu": "0.0005"}})],
+    ids=["webhook-appends-a-sidecar", "server-rounds-sub-milli-cpu"],
+)
+async def test_what_the_server_puts_back_is_not_an_update_every_pass(
+    cluster: Cluster,
+    proxy: FaultProxy,
+    mutate: Callable[[dict[str, Any]], dict[str, Any]],
+    resources: dict[str, Any] | None,
+) -> None:
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    for verb, path in (("POST", POST_DEPLOY), ("PATCH", r"/deployments/")):
+        proxy.add(Fault(verb, path, action="mutate", mutate=mutate))
+    spec: dict[str, Any] = {"secretName": "kalshi-keys"}
+    if resources is not None:
+        spec["resources"] = resources
+    async with running(fast_retries(c, proxy, resync_seconds=0.2), c):
+        await c.create(ENV, environment(PROD, "uid-prod", **spec))
+        await converged(c)
+
+        def passes() -> int:
+            return len(proxy.requests("GET", f"^{CR_PATH}$"))
+
+        seen = passes()
+        await until(c, lambda: passes() >= seen + 5, "five resync passes")
+    reasons = [e["reason"] for e in await c.list(EVENTS)]
+    assert reasons.count("CollectorCreated") == 1
+    assert "CollectorUpdated" not in reasons, reasons
+    if mutate is _round_resources:
+        # Compared as the server stores it, 0.0005 CPU already matches 1m: no patch at all.
+        assert not proxy.requests("PATCH", r"/deployments/")
