@@ -41,7 +41,7 @@ from ssmd_operator.names import (
     CONTAINER_NAME,
     DATA_DIR,
     HTTP_PORT,
-    LABEL_INSTANCE,
+    LABEL_ENVIRONMENT,
     LABEL_NAME,
     RUN_AS_USER,
     config_map_name,
@@ -49,7 +49,7 @@ from ssmd_operator.names import (
 )
 from ssmd_operator.snapshot import key_for
 
-COLLECTOR_SELECTOR = f"{LABEL_NAME}={COLLECTOR_APP},{LABEL_INSTANCE}={stack.ENVIRONMENT}"
+COLLECTOR_SELECTOR = f"{LABEL_NAME}={COLLECTOR_APP},{LABEL_ENVIRONMENT}={stack.ENVIRONMENT}"
 SIM_SELECTOR = f"app.kubernetes.io/name={stack.SIM_NAME}"
 DEPLOYMENT = deployment_name(stack.ENVIRONMENT)
 SNAPSHOT = config_map_name(stack.ENVIRONMENT)

@@ -358,7 +358,9 @@ class Reconciler:
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
         version = resolved.feed_version.version
-        dep = render.deployment(owner, spec, snap, secret.env, version, uid=self.collector_uid)
+        dep = render.deployment(
+            owner, spec, snap, secret.env, version, uid=self.collector_uid, current=current_dep
+        )
         try:
             current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
         except ApiError as exc:

@@ -206,3 +206,49 @@ def test_collector_uid_flag_refuses_root_and_nonsense(
     with pytest.raises(SystemExit):
         cli.parse_args(["--collector-uid", text])
     assert "expected a uid above 0 or 'platform'" in capsys.readouterr().err
+
+
+def _label_keys(value: Any) -> set[str]:
+    """Every label key set anywhere in a manifest (metadata, template, selector)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if key in ("labels", "matchLabels") and isinstance(sub, dict):
+                found |= {k for k, v in sub.items() if v is not None}
+            found |= _label_keys(sub)
+    elif isinstance(value, list):
+        for sub in value:
+            found |= _label_keys(sub)
+    return found
+
+
+def test_new_children_carry_no_argo_cd_tracking_label() -> None:
+    """Argo CD's default tracking label is app.kubernetes.io/instance: children carrying
+    the CR's name there would be claimed (and pruned) by an Application of that name."""
+    cm, dep, _ = prod()
+    for obj in (render.without_nones(cm), render.without_nones(dep)):
+        assert "app.kubernetes.io/instance" not in _label_keys(obj), obj["kind"]
+        assert obj["metadata"]["labels"]["ssmd.io/environment"] == "kalshi-prod"
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "ssmd-collector",
+        "ssmd.io/environment": "kalshi-prod",
+    }
+    # A merge patch onto an older child removes the label from its metadata.
+    assert cm["metadata"]["labels"]["app.kubernetes.io/instance"] is None
+
+
+def test_a_deployment_created_with_the_former_selector_keeps_it() -> None:
+    """Selectors are immutable: patching one would be refused (422) on every pass."""
+    old = {"app.kubernetes.io/name": "ssmd-collector", "app.kubernetes.io/instance": "kalshi-prod"}
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys"})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    live = {"spec": {"selector": {"matchLabels": old}}}
+    dep = render.deployment(OWNER, parsed, snap, secret.env, "v1", current=live)
+    assert dep["spec"]["selector"]["matchLabels"] == old
+    template = dep["spec"]["template"]["metadata"]["labels"]
+    assert old.items() <= template.items()  # the pods still match their selector
+    assert template["ssmd.io/environment"] == "kalshi-prod"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/instance"] is None
