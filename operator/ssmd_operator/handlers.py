@@ -105,11 +105,27 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         info = config.login(**kwargs)
         return await info if isinstance(info, Awaitable) else info
 
+    crd = _CrdAtStart()
+
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
         info = await login_once(**kwargs)
         api.use(info, relogin=lambda: login_once(**kwargs))
+        if crd.served is None:
+            # kopf resolves what to watch once, right after this first login (resource
+            # scanning is off): whatever discovery says now is what it will watch.
+            crd.served = await _served(api)
         return info
+
+    @kopf.on.probe(registry=registry, id="crd")
+    def crd_watched(**_: Any) -> str:
+        if crd.served is False:
+            raise kopf.PermanentError(
+                f"{PLURAL}.{GROUP}/{VERSION} was not served when the operator started, so "
+                f"nothing is watched: apply crds/ (kubectl apply -f crds/); the restart this "
+                "failed liveness probe causes picks it up"
+            )
+        return "watched"
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=ENVIRONMENTS)
     def environments(namespace: str | None, name: str, **_: Any) -> object:
@@ -185,6 +201,39 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         await reconcile_all(_owners(namespace or "", meta), _Indices.of(kwargs))
 
     return registry
+
+
+@dataclass
+class _CrdAtStart:
+    """Was the SsmdEnvironment CRD served when kopf decided what to watch?
+
+    With resource scanning off (no cluster-scoped permissions), kopf looks for the
+    resources once at start: a CRD applied later is never watched, and the operator
+    would idle with a green liveness probe. The probe fails instead, so the kubelet
+    restarts the operator, which then finds the CRD.
+    """
+
+    served: bool | None = None
+    """None until checked; True also when discovery itself failed (not knowing, stay up)."""
+
+
+async def _served(api: KubeApi) -> bool:
+    try:
+        listing = await api.get(f"/apis/{GROUP}/{VERSION}")
+    except Exception:  # discovery trouble is not proof of absence
+        logger.warning("could not check that %s.%s is served", PLURAL, GROUP, exc_info=True)
+        return True
+    resources = (listing or {}).get("resources") or []
+    served = any(r.get("name") == PLURAL for r in resources if isinstance(r, Mapping))
+    if not served:
+        logger.error(
+            "%s.%s/%s is not served (apply crds/ first): nothing will be watched; "
+            "the liveness probe fails so that a restart picks it up",
+            PLURAL,
+            GROUP,
+            VERSION,
+        )
+    return served
 
 
 ENVIRONMENTS = "ssmd_environments"

@@ -545,13 +545,16 @@ def proxied_operator_config(cluster: Cluster, proxy: FaultProxy, **changes: Any)
 
 @contextlib.asynccontextmanager
 async def running(
-    config: OperatorConfig, cluster: Cluster, namespaces: list[str] | None = None
+    config: OperatorConfig,
+    cluster: Cluster,
+    namespaces: list[str] | None = None,
+    liveness_endpoint: str | None = None,
 ) -> AsyncIterator[OperatorThread]:
     """An operator with this ``config`` (cluster-wide unless ``namespaces``); ERROR log
     lines go to ``cluster.operator_errors``."""
     errors = _ErrorCollector(cluster.operator_errors)
     logging.getLogger().addHandler(errors)
-    runner = OperatorThread(config, namespaces)
+    runner = OperatorThread(config, namespaces, liveness_endpoint)
     runner.start()
     try:
         yield runner
