@@ -60,6 +60,7 @@ from .spec import EnvironmentSpec, SpecInvalid, parse_spec
 from .status import (
     APPLY_REJECTED,
     COLLECTOR_AVAILABLE,
+    EXPECTED_REASONS,
     METADATA_RESOLVED,
     SECRET_READY,
     Condition,
@@ -269,7 +270,8 @@ class Reconciler:
                 logger.info("%s/%s was deleted during its reconcile", namespace, name)
                 return
             for c in announced(transitions(previous, conditions)):
-                kind = events.NORMAL if c.true else events.WARNING
+                expected = c.true or c.reason in EXPECTED_REASONS
+                kind = events.NORMAL if expected else events.WARNING
                 await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)
 
     async def _decide(

@@ -97,8 +97,8 @@ async def test_create_writes_snapshot_deployment_and_status(operator: Cluster) -
     }
     assert snapshot_hash(dep) == cm["metadata"]["annotations"]["ssmd.io/snapshot-hash"]
 
-    # Without a ready pod the environment is not Ready, and says why.
-    collector = await c.wait_condition(PROD, "CollectorAvailable", "False", "Unavailable")
+    # Until its pod is ready the environment is not Ready: the collector is starting.
+    collector = await c.wait_condition(PROD, "CollectorAvailable", "False", "Progressing")
     assert collector["observedGeneration"] == 1
     await c.make_available(PROD)
     ready = await c.wait_condition(PROD, "Ready", "True")
@@ -481,3 +481,27 @@ async def test_crd_missing_at_start_fails_liveness(cluster: Cluster, kmock: Any)
 
         probes = await cluster.wait(healthy, "liveness 200 after the restart")
         assert probes["crd"] == "watched"
+
+
+async def test_starting_and_pausing_raise_no_warnings(operator: Cluster) -> None:
+    """A just-created collector is progressing, not failing; a pause is one Normal Event."""
+    c = operator
+    await c.create(ENV, environment("kalshi-sim", "uid-sim"))
+    await c.wait_condition("kalshi-sim", "CollectorAvailable", "False", "Progressing")
+
+    async def reasons(kind: str) -> list[str]:
+        return [e["reason"] for e in await c.list(EVENTS) if e["type"] == kind]
+
+    await c.wait(lambda: _has(reasons("Normal"), "Progressing"), "a Normal Progressing Event")
+    await c.make_available("kalshi-sim")
+    await c.wait_condition("kalshi-sim", "Ready", "True")
+    await c.patch(ENV, "kalshi-sim", {"metadata": {"generation": 2}, "spec": {"paused": True}})
+    await c.wait_condition("kalshi-sim", "Ready", "False", "Paused")
+    await c.wait(lambda: _has(reasons("Normal"), "Paused"), "a Normal Paused Event")
+    await c.quiet(0.3)
+    assert await reasons("Warning") == []
+    assert (await reasons("Normal")).count("Paused") == 1
+
+
+async def _has(reasons: Any, reason: str) -> bool:
+    return reason in await reasons

@@ -174,7 +174,55 @@ def test_transitions_are_status_or_reason_changes() -> None:
             "False",
             "RollingOut",
         ),
-        ({"status": {}}, False, "False", "Unavailable"),
+        # Just created: the Deployment controller has not written a condition yet.
+        ({"status": {}}, False, "False", "Progressing"),
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+                        {"type": "Available", "status": "False"},
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Progressing",
+        ),
+        # Was available, the rollout is complete, the pod is down: a fault.
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "True",
+                            "reason": "NewReplicaSetAvailable",
+                        },
+                        {"type": "Available", "status": "False"},
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Unavailable",
+        ),
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                        }
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Unavailable",
+        ),
         (
             {
                 "status": {
