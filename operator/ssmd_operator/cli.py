@@ -5,7 +5,8 @@
 
 The liveness endpoint (``http://0.0.0.0:8081/healthz`` by default) is kopf's own:
 it answers 200 while the operator's tasks run and reports the probe results
-(the number of environments watched).
+(the number of environments watched). Prometheus metrics are on
+``http://0.0.0.0:8082/metrics`` (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
     parser.add_argument("--liveness-port", type=int, default=8081)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8082,
+        help="serve Prometheus /metrics on this port (default 8082; 0: not served)",
+    )
     parser.add_argument(
         "--resync-seconds",
         type=float,
@@ -97,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         debug=args.debug,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    config = OperatorConfig(resync_seconds=args.resync_seconds, collector_uid=args.collector_uid)
+    config = OperatorConfig(
+        resync_seconds=args.resync_seconds,
+        collector_uid=args.collector_uid,
+        metrics_address=(args.liveness_host, args.metrics_port) if args.metrics_port else None,
+    )
     asyncio.run(
         kopf.operator(
             registry=build_registry(config),

@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp.web
 import kopf
 
+from . import metrics
 from .kube import KubeApi
 from .names import GROUP, KIND, LABEL_MANAGED_BY, OPERATOR_NAME, PLURAL, RUN_AS_USER, VERSION
 from .reconcile import Reconciler, SecretKeys, utc_now
@@ -65,6 +67,8 @@ class OperatorConfig:
     api: KubeApi = field(default_factory=KubeApi)
     collector_uid: int | None = RUN_AS_USER
     """uid/gid/fsGroup of collector pods; None: the platform assigns them (OpenShift)."""
+    metrics_address: tuple[str, int] | None = None
+    """(host, port) serving ``/metrics`` (metrics.py); None: not served."""
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -150,12 +154,22 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
         background.append(asyncio.get_running_loop().create_task(resync()))
 
+    servers: list[aiohttp.web.AppRunner] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_metrics(**_: Any) -> None:
+        if config.metrics_address is not None:
+            host, port = config.metrics_address
+            servers.append(await metrics.serve(reconciler.metrics, host, port))
+
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for server in servers:
+            await server.cleanup()
         await reconciler.stop()
         await api.close()
 

@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ from ssmd_collector.metadata import (
     resolve_environment,
 )
 
-from . import events, render, snapshot
+from . import events, metrics, render, snapshot
 from .drift import changed, matches
 from .kube import ApiError, KubeApi, resource_path
 from .names import (
@@ -119,6 +120,11 @@ class Reconciler:
         self.retry_max_seconds = max(retry_max_seconds, retry_seconds)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._stopped = False
+        self._latest: dict[tuple[str, str], tuple[Condition, ...]] = {}
+        """Conditions each environment's last completed pass computed (for metrics)."""
+        self.metrics = metrics.OperatorMetrics(
+            lambda: metrics.condition_counts(self._latest.values())
+        )
 
     async def reconcile(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
         """Run a pass now, or make sure one starts after the pass in progress."""
@@ -128,12 +134,14 @@ class Reconciler:
             if not slot.pending:
                 return  # a pass that started after this request has already run
             slot.pending = False
+            started = time.monotonic()
             try:
-                await self._pass(namespace, name, secret_keys)
-            except Exception:
+                rejected = await self._pass(namespace, name, secret_keys)
+            except Exception as exc:
                 if self._stopped:
                     logger.debug("reconcile of %s/%s stopped with the operator", namespace, name)
                     return
+                self.metrics.observe(time.monotonic() - started, metrics.failure_reason(exc))
                 # Errors of one environment stay with it; the retry (and the periodic
                 # resync) run the pass again.
                 slot.failures += 1
@@ -147,6 +155,8 @@ class Reconciler:
                 )
                 self._retry_later(slot, namespace, name, secret_keys, delay)
             else:
+                failure = metrics.APPLY_REJECTED if rejected else None
+                self.metrics.observe(time.monotonic() - started, failure)
                 slot.failures = 0
 
     def backoff(self, failures: int) -> float:
@@ -168,6 +178,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """The resource is gone: drop its slot (children go by ownerReference GC)."""
         slot = self._slots.pop((namespace, name), None)
+        self._latest.pop((namespace, name), None)
         if slot is not None and slot.retry is not None:
             slot.retry.cancel()
 
@@ -184,11 +195,13 @@ class Reconciler:
 
         slot.retry = asyncio.get_running_loop().create_task(retry())
 
-    async def _pass(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
+    async def _pass(self, namespace: str, name: str, secret_keys: SecretKeys) -> bool:
+        """One pass; True if the API server refused a child write (see the module doc)."""
         cr_path = resource_path(API_VERSION, PLURAL, namespace, name)
         cr = await self.api.get(cr_path)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            self._latest.pop((namespace, name), None)
+            return False
         meta = cr["metadata"]
         owner = render.Owner(name, namespace, str(meta.get("uid", "")))
         generation = meta.get("generation")
@@ -253,6 +266,7 @@ class Reconciler:
             collector = collector_condition(current_dep, paused)
         parts = (*desired.conditions, collector)
         conditions = (*parts, ready_condition(parts, paused))
+        self._latest[(namespace, name)] = conditions
         previous = cr.get("status") or {}
         body = status_body(conditions, running, generation, previous, now)
         for kind, message in writes:
@@ -268,11 +282,13 @@ class Reconciler:
                 # Deleted during the pass; anything created meanwhile names the old uid
                 # as its owner, so the garbage collector removes it.
                 logger.info("%s/%s was deleted during its reconcile", namespace, name)
-                return
+                self._latest.pop((namespace, name), None)
+                return False
             for c in announced(transitions(previous, conditions)):
                 expected = c.true or c.reason in EXPECTED_REASONS
                 kind = events.NORMAL if expected else events.WARNING
                 await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)
+        return rejected is not None
 
     async def _decide(
         self,

@@ -21,7 +21,7 @@ import yaml
 from test_operator_render import prod as render_prod
 
 from ssmd_collector.metadata import validate_tree
-from ssmd_operator import names, snapshot
+from ssmd_operator import cli, names, snapshot
 from ssmd_operator.drift import parse_quantity
 from ssmd_operator.spec import DEFAULT_RESOURCES, MetadataSource, parse_spec
 from ssmd_operator.status import Running, condition, status_body
@@ -159,6 +159,9 @@ def test_deploy_renders_and_validates() -> None:
     assert container["command"] == ["ssmd-operator"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "8081" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8081, "metrics": 8082}
+    assert cli.parse_args(container["args"]).metrics_port == ports["metrics"]
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ssmd-operator"
 
 
