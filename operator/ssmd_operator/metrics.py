@@ -12,8 +12,9 @@ Events are for).
   ``REASONS``; ``apply_rejected`` is a pass that completed but whose write the API
   server refused (it is in the status, and retried only by the resync).
 - ``ssmd_operator_reconcile_duration_seconds``: histogram of pass durations.
-- ``ssmd_operator_environments{condition,status}``: environments whose last pass
-  computed that condition status (``Ready``/``True`` and so on).
+- ``ssmd_operator_environments{condition,status,reason}``: environments whose last
+  pass computed that condition (``Ready``/``False``/``Paused`` and so on); the reason
+  lets an alert leave paused environments alone.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ APPLY_REJECTED = "apply_rejected"
 REASONS = ("server_error", "throttled", "api_error", "timeout", "connection", "error")
 """Why a pass failed (``failure_reason``), plus ``APPLY_REJECTED``."""
 
-ConditionCounts = Callable[[], Mapping[tuple[str, str], int]]
-"""() -> {(condition type, status): number of environments}."""
+ConditionCounts = Callable[[], Mapping[tuple[str, str, str], int]]
+"""() -> {(condition type, status, reason): number of environments}."""
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -64,11 +65,11 @@ class _Environments:
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             ENVIRONMENTS,
-            "SsmdEnvironments by condition status, as of their last reconcile",
-            labels=["condition", "status"],
+            "SsmdEnvironments by condition status and reason, as of their last reconcile",
+            labels=["condition", "status", "reason"],
         )
-        for (type_, status), n in sorted(self.counts().items()):
-            family.add_metric([type_, status], n)
+        for (type_, status, reason), n in sorted(self.counts().items()):
+            family.add_metric([type_, status, reason], n)
         yield family
 
 
@@ -117,11 +118,11 @@ async def serve(metrics: OperatorMetrics, host: str, port: int) -> aiohttp.web.A
     return runner
 
 
-def condition_counts(latest: Iterable[Iterable[Any]]) -> dict[tuple[str, str], int]:
-    """Count (type, status) over the environments' latest conditions."""
-    counts: dict[tuple[str, str], int] = {}
+def condition_counts(latest: Iterable[Iterable[Any]]) -> dict[tuple[str, str, str], int]:
+    """Count (type, status, reason) over the environments' latest conditions."""
+    counts: dict[tuple[str, str, str], int] = {}
     for conditions in latest:
         for c in conditions:
-            key = (str(c.type), str(c.status))
+            key = (str(c.type), str(c.status), str(c.reason))
             counts[key] = counts.get(key, 0) + 1
     return counts

@@ -48,7 +48,10 @@ async def scrape(
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum over the samples of ``name`` that have these labels (and maybe others)."""
+    return sum(
+        v for (n, have), v in samples.items() if n == name and set(labels.items()) <= set(have)
+    )
 
 
 async def test_reconciles_failures_durations_and_environments_by_condition(
@@ -87,6 +90,7 @@ async def test_reconciles_failures_durations_and_environments_by_condition(
         s = await c.wait(lambda: counted("True", 1), "Ready=True counted")
         assert value(s, ready[0], condition="Ready", status="False") == 0
         assert value(s, ready[0], condition="MetadataResolved", status="True") == 1
+        assert value(s, ready[0], condition="Ready", status="True", reason="Ready") == 1
 
         # Server errors fail passes (and back off); a refused write completes but counts.
         proxy.add(Fault("POST", POST_DEPLOY, 503, times=2))
