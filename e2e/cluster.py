@@ -23,6 +23,24 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+OWNER_REFERENCES_PLUGIN = "OwnerReferencesPermissionEnforcement"
+KIND_CONFIG = f"""\
+# The admission plugin OpenShift enables: an ownerReference with blockOwnerDeletion
+# needs update on the owner's finalizers, which the operator's Role does not grant.
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+    kubeadmConfigPatches:
+      - |
+        kind: ClusterConfiguration
+        apiServer:
+          extraArgs:
+            enable-admission-plugins: NodeRestriction,{OWNER_REFERENCES_PLUGIN}
+"""
+"""Config of a cluster the suite creates (a reused one keeps its own)."""
+
+
 class CommandFailed(AssertionError):
     """A docker/kind/kubectl call exited non-zero or ran past its timeout."""
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import stack
 from cluster import (
+    KIND_CONFIG,
     Kubectl,
     condition,
     node_kubectl,
@@ -75,22 +76,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 # -- the cluster ------------------------------------------------------------------------------
-
-OWNER_REFERENCES_PLUGIN = "OwnerReferencesPermissionEnforcement"
-KIND_CONFIG = f"""\
-# The admission plugin OpenShift enables: an ownerReference with blockOwnerDeletion
-# needs update on the owner's finalizers, which the operator's Role does not grant.
-kind: Cluster
-apiVersion: kind.x-k8s.io/v1alpha4
-nodes:
-  - role: control-plane
-    kubeadmConfigPatches:
-      - |
-        kind: ClusterConfiguration
-        apiServer:
-          extraArgs:
-            enable-admission-plugins: NodeRestriction,{OWNER_REFERENCES_PLUGIN}
-"""
 
 
 @dataclass(frozen=True)

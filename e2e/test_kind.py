@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import stack
 from cluster import (
+    OWNER_REFERENCES_PLUGIN,
     CommandFailed,
     Kubectl,
     condition,
@@ -34,7 +35,6 @@ from cluster import (
     tool,
     wait_until,
 )
-from conftest import OWNER_REFERENCES_PLUGIN
 
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.metadata import read_directory, resolve_environment
@@ -357,7 +357,7 @@ def test_children_pass_owner_references_permission_enforcement(
     if OWNER_REFERENCES_PLUGIN not in command:
         pytest.skip(
             f"the API server of this (reused) cluster does not enable {OWNER_REFERENCES_PLUGIN}; "
-            "a cluster created by the suite does (conftest.KIND_CONFIG)"
+            "a cluster created by the suite does (cluster.KIND_CONFIG)"
         )
     for kind, name in (("deployment", DEPLOYMENT), ("configmap", SNAPSHOT)):
         child = k.get(kind, name)
