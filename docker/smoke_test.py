@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "operator")]
@@ -45,6 +46,7 @@ from operator_harness import (  # noqa: E402
     environment,
 )
 
+from ssmd_collector.connectors.kalshi import signing  # noqa: E402
 from ssmd_collector.exitcodes import ExitCode  # noqa: E402
 from ssmd_operator.names import RUN_AS_USER  # noqa: E402
 
@@ -151,11 +153,19 @@ async def test_collector_records_the_simulator_and_exits_10_when_it_goes_away(
     os.chown(data, RUN_AS_USER, RUN_AS_USER)
     run = uuid.uuid4().hex[:8]
 
+    # Signed, as Kalshi requires: a throwaway Ed25519 key (the kind Kalshi issues).
+    key = ed25519.Ed25519PrivateKey.generate()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "public.pem").write_bytes(signing.public_pem(key))
+    keys.chmod(0o755)
     sim = f"ssmd-smoke-sim-{run}"
     containers.append(sim)
     sh("run", "--detach", "--name", sim, "--read-only", *run_flags(), "--entrypoint", "ssmd",
+       "--volume", f"{keys}:/keys:ro",
        COLLECTOR, "sim", "--host", "127.0.0.1", "--port", str(sim_port), "--rate", "100",
-       "--messages", "600", "--ending", "close")  # fmt: skip
+       "--messages", "600", "--ending", "close", "--public-key", "/keys/public.pem",
+       "--api-key-id", "smoke-key")  # fmt: skip
     await wait_until(lambda: _listening(sim_port), "the simulator listening", 60)
 
     collector = f"ssmd-smoke-collector-{run}"
@@ -164,6 +174,8 @@ async def test_collector_records_the_simulator_and_exits_10_when_it_goes_away(
        f"{RUN_AS_USER}:{RUN_AS_USER}", "--tmpfs", "/tmp", *run_flags(),  # noqa: S108
        "--volume", f"{exchanges}:/etc/ssmd/exchanges:ro",
        "--volume", f"{data}:/var/lib/ssmd/data",
+       "--env", "SSMD_KALSHI_SIM_API_KEY=smoke-key",
+       "--env", f"SSMD_KALSHI_SIM_PRIVATE_KEY={signing.private_pem(key).decode()}",
        COLLECTOR, "--env", "kalshi-sim", "--config-dir", "/etc/ssmd/exchanges",
        "--data-dir", "/var/lib/ssmd/data", "--port", str(http_port),
        "--http-host", "127.0.0.1", "--log-format", "json")  # fmt: skip

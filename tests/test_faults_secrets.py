@@ -291,7 +291,9 @@ def _bad_keys(private_pem: bytes, public_pem: bytes) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "encrypted"])
+@pytest.mark.parametrize(
+    "kind", ["corrupt", "truncated", "encrypted", "ec_not_rsa", "public_as_private"]
+)
 async def test_a_bad_private_key_is_a_config_error_that_does_not_echo_it(
     tmp_path: Path, rsa_keys: tuple[bytes, bytes], kind: str
 ) -> None:
@@ -308,6 +310,7 @@ async def test_a_bad_private_key_is_a_config_error_that_does_not_echo_it(
     )
     assert await child.wait(START_TIMEOUT) == ExitCode.CONFIG_ERROR, child.stderr[-2000:]
     assert "key 'kalshi' field private_key: " in child.stderr
+    assert "(variable KALSHI_PRIVATE_KEY)" in child.stderr
     assert leaks(child.output, [KEY_ID, *pem_body_lines(bad)]) == []
 
 
