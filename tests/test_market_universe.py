@@ -15,23 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import Run, make_tree, record, scrape
+from collector_harness import KEY_ENV, Run, make_tree, record, scrape
 from deadlines import wait_until
 
 from ssmd_collector.connectors.kalshi.universe import event_of, shard_of
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.sim import Ending, SimConfig, SimServer, SimSession
-
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 
 
 def signed_sim(public_pem: bytes, **kw: Any) -> SimServer:
@@ -281,7 +271,10 @@ async def test_shards_partition_the_universe_by_event(
         (index,) = {shard_of(event_of(t), shards) for t in books}
         by_shard[index] = books
         channels[index] = {
-            c["params"]["channels"][0] for c in session.commands if c.get("cmd") == "subscribe"
+            name
+            for c in session.commands
+            if c.get("cmd") == "subscribe"
+            for name in c["params"]["channels"]
         }
     assert sorted(by_shard) == list(range(shards))
     assert set().union(*by_shard.values()) == expected

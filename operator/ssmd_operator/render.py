@@ -25,6 +25,7 @@ from .names import (
     HTTP_PORT,
     KIND,
     LABEL_COMPONENT,
+    LABEL_ENVIRONMENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -49,19 +50,30 @@ class Owner:
     uid: str
 
 
-def labels(owner: Owner) -> dict[str, str]:
+def labels(owner: Owner) -> dict[str, str | None]:
+    """Labels of every child; ``app.kubernetes.io/instance`` is removed (see names.py)."""
     return {
         LABEL_NAME: COLLECTOR_APP,
-        LABEL_INSTANCE: owner.name,
+        LABEL_ENVIRONMENT: owner.name,
         LABEL_COMPONENT: "collector",
         LABEL_MANAGED_BY: OPERATOR_NAME,
+        LABEL_INSTANCE: None,
     }
 
 
-def selector(owner: Owner, shard: int | None = None) -> dict[str, str]:
-    """Immutable after creation, so it holds only labels that never change (a shard's
-    Deployment keeps its index for life)."""
-    base = {LABEL_NAME: COLLECTOR_APP, LABEL_INSTANCE: owner.name}
+def selector(
+    owner: Owner, current: Mapping[str, Any] | None = None, shard: int | None = None
+) -> dict[str, str]:
+    """The collector pods' selector: the live Deployment's if there is one.
+
+    A selector cannot change after creation, so a Deployment created with the
+    former ``app.kubernetes.io/instance`` selector keeps it (and its pods the label).
+    A shard's Deployment selects on its index too (``ssmd.io/shard``), for life.
+    """
+    live = (((current or {}).get("spec") or {}).get("selector") or {}).get("matchLabels")
+    if isinstance(live, Mapping) and live:
+        return {str(k): str(v) for k, v in live.items()}
+    base = {LABEL_NAME: COLLECTOR_APP, LABEL_ENVIRONMENT: owner.name}
     return base if shard is None else base | {LABEL_SHARD: str(shard)}
 
 
@@ -96,24 +108,45 @@ def deployments(
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
     feed_version: str,
+    *,
+    uid: int | None = RUN_AS_USER,
+    current: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Manifest]:
-    """One collector Deployment per shard (``spec.shards``), in shard order."""
-    if spec.shards == 1:
-        return [deployment(owner, spec, snapshot, secret_env, feed_version)]
+    """One collector Deployment per shard (``spec.shards``), in shard order; ``current``
+    maps Deployment names to the live objects (their selectors are kept)."""
+    live = current or {}
+    names = collector_names(owner.name, spec.shards)
+    shards: list[int | None] = [None] if spec.shards == 1 else list(range(spec.shards))
     return [
-        deployment(owner, spec, snapshot, secret_env, feed_version, shard=i)
-        for i in range(spec.shards)
+        deployment(
+            owner,
+            spec,
+            snapshot,
+            secret_env,
+            feed_version,
+            uid=uid,
+            current=live.get(name),
+            shard=shard,
+        )
+        for name, shard in zip(names, shards, strict=True)
     ]
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
+    """Controller reference without ``blockOwnerDeletion``.
+
+    Setting that flag needs ``update`` on ``ssmdenvironments/finalizers`` wherever
+    the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift among
+    them), or every create is refused. It only makes a *foreground* deletion of the
+    SsmdEnvironment wait for its children, which nothing here relies on, so the
+    operator leaves it out rather than ask for the extra permission.
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -158,17 +191,28 @@ def deployment(
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
     feed_version: str,
+    *,
+    uid: int | None = RUN_AS_USER,
+    current: Mapping[str, Any] | None = None,
     shard: int | None = None,
 ) -> Manifest:
     """The collector Deployment (of one ``shard`` when ``spec.shards`` > 1); see
-    docs/operator.md for why each setting is there."""
+    docs/operator.md for why each setting is there.
+
+    ``uid`` None leaves the user, group and fsGroup to the platform (OpenShift's
+    restricted SCC assigns them per namespace and refuses pods that pin one outside
+    its range); ``runAsNonRoot`` stays, so the kubelet still refuses uid 0. The keys
+    are written as None, not dropped, so a merge patch removes a uid pinned before.
+    ``current`` is the live Deployment, whose selector is kept.
+    """
+    pod_selector = selector(owner, current, shard)
     shard_args = [] if shard is None else ["--shard", f"{shard}/{spec.shards}"]
     name = (
         deployment_name(owner.name)
         if shard is None
         else collector_names(owner.name, spec.shards)[shard]
     )
-    pod_labels = labels(owner) | ({} if shard is None else {LABEL_SHARD: str(shard)})
+    shard_labels = {} if shard is None else {LABEL_SHARD: str(shard)}
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -212,8 +256,8 @@ def deployment(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
+            "runAsUser": uid,
+            "runAsGroup": uid,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
@@ -233,17 +277,17 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, name, {}) | {"labels": pod_labels},
+        "metadata": _metadata(owner, name, {}) | {"labels": labels(owner) | shard_labels},
         "spec": {
             "replicas": 0 if spec.paused else 1,
             "revisionHistoryLimit": 3,
             # Two collectors for one environment would write the same day files:
             # the old pod must be gone before the new one starts.
             "strategy": {"type": "Recreate", "rollingUpdate": None},
-            "selector": {"matchLabels": selector(owner, shard)},
+            "selector": {"matchLabels": pod_selector},
             "template": {
                 "metadata": {
-                    "labels": pod_labels,
+                    "labels": {**labels(owner), **pod_selector},
                     "annotations": {
                         ANNOTATION_SNAPSHOT_HASH: snapshot.hash,
                         ANNOTATION_FEED_VERSION: feed_version,
@@ -256,9 +300,9 @@ def deployment(
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "fsGroup": RUN_AS_USER,
+                        "runAsUser": uid,
+                        "runAsGroup": uid,
+                        "fsGroup": uid,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],

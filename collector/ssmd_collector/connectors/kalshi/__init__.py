@@ -89,7 +89,7 @@ class Kalshi:
                     pem = read_pem(fields["private_key"])
                     load_private_key(pem)
                 except (MissingKeys, KeyFormatError) as exc:
-                    raise CredentialsInvalid(f"key '{name}' field private_key: {exc}") from None
+                    raise CredentialsInvalid(name, "private_key", str(exc)) from None
                 return Credentials(fields["api_key"], pem)
         return None
 
@@ -115,10 +115,16 @@ class Kalshi:
             grace=options.removal_grace,
             monotonic=time.monotonic,
         )
-        wanted: dict[str, tuple[str, ...] | None] = {
-            name: tuple(tickers) for name, tickers in universe.fixed().items()
-        }
-        wanted.update(dict.fromkeys(unfiltered))
+        fixed = universe.fixed()
+        # In the environment's order (channels sharing a market list share a subscribe),
+        # then any lifecycle channel the selectors need for their hints.
+        named = [c for sub in resolved.environment.subscriptions for c in sub.channels]
+        wanted: dict[str, tuple[str, ...] | None] = {}
+        for name in dict.fromkeys([*named, *unfiltered]):
+            if name in fixed:
+                wanted[name] = tuple(fixed[name])
+            elif name in unfiltered:
+                wanted[name] = None
         discovery = None
         if universe.dynamic:
             rest = KalshiRest(

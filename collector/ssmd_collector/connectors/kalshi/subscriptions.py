@@ -3,7 +3,9 @@
 Rules (KALSHI.md sections 4, 6, 7, 9):
 
 - One ``subscribe`` per channel per connection (Kalshi no longer answers a second
-  one); a market list longer than one batch grows the subscription with
+  one). Channels with the same market list share one command at start (Kalshi answers
+  one ``subscribed`` per channel, each with its own sid), as the environment groups
+  them; a market list longer than one batch grows each channel's subscription with
   ``update_subscription`` ``add_markets``, one batch in flight per channel.
 - The wanted markets of a channel change while running (:meth:`Subscriptions.add`,
   :meth:`Subscriptions.remove`): the sid follows with ``add_markets`` and
@@ -46,12 +48,15 @@ class Command:
 
     id: int
     channel: str
+    """The channel it is about (the first, for a subscribe of several)."""
     purpose: str
     """subscribe, add_markets, get_snapshot or unsubscribe."""
     params: dict[str, Any]
     tickers: tuple[str, ...] = ()
     sent_at: float | None = None
     retries: int = 0
+    waiting: set[str] = field(default_factory=set)
+    """Channels of a subscribe not answered yet."""
 
     @property
     def name(self) -> str:
@@ -62,7 +67,8 @@ class Command:
     def describe(self) -> str:
         """``subscribe of trade``, ``update_subscription add_markets of orderbook_delta``."""
         action = "" if self.name == self.purpose else f" {self.purpose}"
-        return f"{self.name}{action} of {self.channel}"
+        channels = self.params.get("channels") or [self.channel]
+        return f"{self.name}{action} of {', '.join(channels)}"
 
     def encode(self) -> str:
         return json.dumps({"id": self.id, "cmd": self.name, "params": self.params})
@@ -166,8 +172,12 @@ class Subscriptions:
     # -- commands out ----------------------------------------------------------
 
     def start(self) -> list[Command]:
-        """The first ``subscribe`` of every channel."""
-        return [command for c in self._channels.values() for command in self._subscribe(c)]
+        """The first ``subscribe`` of every channel: one command per market list."""
+        groups: dict[tuple[str, ...] | None, list[_Channel]] = {}
+        for channel in self._channels.values():
+            key = None if channel.wanted is None else tuple(channel.wanted)
+            groups.setdefault(key, []).append(channel)
+        return [command for group in groups.values() for command in self._subscribe(*group)]
 
     def _command(self, channel: _Channel, purpose: str, params: dict[str, Any],
                  tickers: tuple[str, ...] = ()) -> Command:  # fmt: skip
@@ -176,28 +186,35 @@ class Subscriptions:
         self._pending[command.id] = command
         return command
 
-    def _subscribe(self, channel: _Channel) -> list[Command]:
-        """The channel's ``subscribe`` with its first batch; none for a market-filtered
-        channel with no market yet (an empty list would mean every market): it idles,
-        live, until markets are added."""
-        channel.live = channel.busy = channel.announced = False
-        channel.sid = None
-        channel.subscribed, channel.refused = {}, set()
-        params: dict[str, Any] = {"channels": [channel.name]}
+    def _subscribe(self, *channels: _Channel) -> list[Command]:
+        """One ``subscribe`` for ``channels`` (which share their market list) with the
+        first batch; none for market-filtered channels with no market yet (an empty list
+        would mean every market): they idle, live, until markets are added."""
+        first = channels[0]
+        for channel in channels:  # a new sid starts with no market on it
+            channel.sid = None
+            channel.subscribed, channel.refused = {}, set()
+        params: dict[str, Any] = {"channels": [c.name for c in channels]}
         batch: tuple[str, ...] = ()
-        if channel.wanted is not None:
-            batch = channel.to_add(self.batch_size)
-            if not batch:
+        if first.wanted is not None:
+            batch = first.to_add(self.batch_size)
+            params["market_tickers"] = list(batch)
+        for channel in channels:
+            channel.live = channel.busy = channel.announced = False
+            if first.wanted is not None and not batch:
                 channel.live = True
-                self._update_live()
                 self.metrics.markets[channel.name] = 0
                 if channel.restoring is None:
                     self.events.record("subscription_idle", channel=channel.name, markets=0)
                 channel.restoring = None
-                return []
-            params["market_tickers"] = list(batch)
-        channel.busy = True
-        return [self._command(channel, "subscribe", params, batch)]
+            else:
+                channel.busy = True
+        self._update_live()
+        if first.wanted is not None and not batch:
+            return []
+        command = self._command(first, "subscribe", params, batch)
+        command.waiting = {c.name for c in channels}
+        return [command]
 
     def _next(self, channel: _Channel) -> list[Command]:
         """The channel's next ``add_markets`` or ``delete_markets``, or nothing once the
@@ -285,6 +302,14 @@ class Subscriptions:
         channel = self._channels[command.channel]
         body = frame.get("msg")
         if kind == "subscribed" and command.purpose == "subscribe":
+            named = body.get("channel") if isinstance(body, dict) else None
+            if named in command.waiting:
+                channel = self._channels[str(named)]
+            else:  # the older bare answer names no channel: the next one waiting
+                channel = self._channels[min(command.waiting)]
+            command.waiting.discard(channel.name)
+            if command.waiting:
+                self._pending[command.id] = command  # more answers to come
             sid = body.get("sid") if isinstance(body, dict) else frame.get("sid")
             if not isinstance(sid, int):
                 raise SubscribeRejected(
