@@ -3,11 +3,12 @@
 :class:`SimServer` verifies signed handshakes (RSA-PSS or Ed25519; HTTP 401 before the
 upgrade otherwise; unsigned connections only with ``SimConfig.allow_unsigned``), answers
 commands through :mod:`.protocol`, streams frames from a per-connection
-:class:`~.market.Feed`, sends ``heartbeat`` pings, and ends each connection the way
-:class:`SimConfig` says (close, dropped TCP, or silence). Every accepted connection gets
-a :class:`SimSession` that records what went over the wire, for tests to assert on, and
-injects faults (sequence gaps, duplicates, subscriptions killed by error 10 or 25,
-unknown frame types, unknown fields).
+:class:`~.source.FrameSource` (the synthetic :class:`~.market.Feed` unless
+``SimConfig.source`` names another, such as an archive replay), sends ``heartbeat``
+pings, and ends each connection the way :class:`SimConfig` says (close, dropped TCP, or
+silence). Every accepted connection gets a :class:`SimSession` that records what went
+over the wire, for tests to assert on, and injects faults (sequence gaps, duplicates,
+subscriptions killed by error 10 or 25, unknown frame types, unknown fields).
 
 Hot path: data frames, command answers and heartbeat pings are framed here and written
 to the transport in one ``write`` per batch, bypassing ``websockets``' per-message
@@ -45,6 +46,7 @@ from websockets.protocol import State
 from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.sim.market import SEQUENCED_CHANNELS, Feed, Stream
 from ssmd_collector.sim.protocol import CommandLimits, Commands, ErrorCode, SecondSubscribe
+from ssmd_collector.sim.source import FrameSource
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +149,10 @@ class SimConfig:
     extra_fields: bool = False
     """Add unknown fields to every data frame, in ``msg`` and in the envelope (a feed
     that grew fields the client does not know); see also ``SimSession.extra_fields``."""
+    source: Callable[[], FrameSource] | None = None
+    """Makes each connection's source of data frames; None: the synthetic market
+    (``Feed(seed, markets)``). A source with timing of its own (an archive) is paced by
+    its ``delay()``; set ``rate=0`` so the rate adds no limit of its own."""
     overflow_bytes: int | None = None
     """A slow consumer's fate: once more than this many bytes wait unsent on a
     connection, every sid producing data ends with error 25 (scoped: ``sid``, ``seq``).
@@ -443,7 +449,9 @@ class _Conversation:
         self.config = config
         self.connection = connection
         self.session = session
-        self.feed = Feed(seed=config.seed, markets=config.markets)
+        self.feed: FrameSource = (
+            config.source() if config.source else Feed(seed=config.seed, markets=config.markets)
+        )
         self.commands = Commands(
             self.feed, authenticated=session.authenticated, limits=config.limits()
         )
@@ -517,10 +525,20 @@ class _Conversation:
         rate = config.rate
         start, emitted = loop.time(), 0
         while remaining is None or remaining > 0:
+            if feed.exhausted:
+                break
             if not feed.active:
                 self.wake.clear()
                 await self.wake.wait()
                 start, emitted = loop.time(), 0  # pacing restarts with the stream
+                continue
+            delay = feed.delay()
+            if delay > 0:
+                # A source with its own clock (a replay): wait for its next frame, or for
+                # a command that may change which frame that is.
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
                 continue
             count = _BATCH
             if rate > 0:
