@@ -57,15 +57,19 @@ async def test_a_clean_archive_passes(clean: Run, sealed: bool) -> None:
     report = verify(open_archive(clean.data_dir), progress=False)
     assert report.ok, report.corrupt
     assert report.lines == written
-    assert report.gaps == [] and report.duplicates == 0
+    assert report.gaps == []
+    assert report.duplicates == 0
     assert (report.files, report.sealed_files) == (2, 2 if sealed else 0)  # data and events
     (session,) = report.sessions
-    assert session.connected is not None and session.end.startswith("disconnected")
+    assert session.connected is not None
+    assert session.end.startswith("disconnected")
     assert session.lines == report.lines
     code, out = cli("verify", str(clean.data_dir), "--format", "json", "--quiet")
     assert code == 0, out
     doc = json.loads(out)
-    assert doc["ok"] is True and doc["lines"] == report.lines and doc["gaps"] == []
+    assert doc["ok"] is True
+    assert doc["lines"] == report.lines
+    assert doc["gaps"] == []
 
 
 @pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
@@ -87,7 +91,8 @@ async def test_a_corrupted_line_is_named(clean: Run, sealed: bool) -> None:
     assert report.lines == len(lines) - 1 - 2  # the last split piece is empty
     code, out = cli("verify", str(clean.data_dir), "--quiet")
     assert code == 1
-    assert f"{name}:101: " in out and "verdict: CORRUPT" in out
+    assert f"{name}:101: " in out
+    assert "verdict: CORRUPT" in out
 
 
 async def test_a_damaged_sealed_file_is_named(clean: Run) -> None:
@@ -131,4 +136,5 @@ async def test_a_gap_is_named_and_matched_with_the_events_file(
     assert [(g.missing, g.recorded) for g in lost] == [(1, False), (1, False)]
     code, out = cli("verify", str(run.data_dir), "--quiet", "--fail-on-gaps")
     assert code == 1
-    assert "NOT in the events file" in out and "recorded in events" in out
+    assert "NOT in the events file" in out
+    assert "recorded in events" in out

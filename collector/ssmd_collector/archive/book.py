@@ -24,6 +24,7 @@ Prices and counts are :class:`~decimal.Decimal`, exactly as the strings say.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class _Frame(msgspec.Struct):
     id: int | None = None
     sid: int | None = None
     seq: int | None = None
-    msg: msgspec.Raw | None = None
+    msg: msgspec.Raw = msgspec.Raw()
 
 
 class _Announce(msgspec.Struct):
@@ -139,14 +140,13 @@ def rebuild(
 ) -> State:
     """The book of ``market`` after every line with ``ts <= at`` (all lines without ``at``).
 
-    ``on_change`` is called after each frame that changed the book or whether it is known.
+    ``on_change`` is called after each line that changed the book or whether it is known.
     """
     state = State(Book(market))
     events, _ = read_events(archive)
     pending = iter(events)
     next_event = next(pending, None)
-    last_seq: dict[int, int] = {}
-    needle = json.dumps(market).encode()
+    follow = _Follower(state, market)
     for where, ts, frame, data in _frames(archive):
         if at is not None and ts > at:
             break
@@ -155,22 +155,50 @@ def rebuild(
             _event(state, next_event)
             next_event = next(pending, None)
         state.ts = ts
+        with contextlib.suppress(msgspec.ValidationError, ArithmeticError):
+            follow(where, ts, frame, data)  # else a msg of another shape: not a book frame
+        if on_change is not None and (state.known, state.snapshots, state.deltas) != before:
+            on_change(state)
+    else:
+        for event in [next_event, *pending]:
+            if event is not None and (at is None or event.ts <= at):
+                _event(state, event)
+    if at is not None and not state.known:
+        raise BookUnknown(
+            f"the book of {market} at {at} is unknown: {state.why}"
+            + (f" (since {state.since})" if state.since else "")
+            + "; a later snapshot makes it known again"
+        )
+    return state
+
+
+class _Follower:
+    """Applies one frame to the rebuild: sequences of every sid, the market's book."""
+
+    def __init__(self, state: State, market: str) -> None:
+        self.state = state
+        self.market = market
+        self.needle = json.dumps(market).encode()
+        self.last_seq: dict[int, int] = {}
+
+    def __call__(self, where: str, ts: str, frame: _Frame, data: bytes) -> None:
+        state, market = self.state, self.market
         sid, seq = frame.sid, frame.seq
-        if frame.type == "subscribed" and frame.msg is not None:
+        if frame.type == "subscribed" and frame.msg:
             announce = _decode_announce(frame.msg)
             if announce.sid is not None:
-                last_seq.pop(announce.sid, None)
-            continue
+                self.last_seq.pop(announce.sid, None)  # a new sid is a new sequence
+            return
         if sid is not None and seq is not None and frame.type != "error":
-            last = last_seq.get(sid)
+            last = self.last_seq.get(sid)
             if last is not None and seq > last + 1 and sid == state.sid:
                 state.unknown(
                     ts, f"gap on sid {sid} at {where}: expected seq {last + 1}, received {seq}"
                 )
             if last is None or seq > last:
-                last_seq[sid] = seq
-        if needle not in data or frame.msg is None:
-            continue
+                self.last_seq[sid] = seq
+        if self.needle not in data or not frame.msg:
+            return
         if frame.type == "orderbook_snapshot":
             snap = _decode_snapshot(frame.msg)
             if snap.market_ticker == market:
@@ -188,19 +216,6 @@ def rebuild(
                         delta.side, Decimal(delta.price_dollars), Decimal(delta.delta_fp)
                     )
                     state.deltas += 1
-        if on_change is not None and (state.known, state.snapshots, state.deltas) != before:
-            on_change(state)
-    else:
-        for event in [next_event, *pending]:
-            if event is not None and (at is None or event.ts <= at):
-                _event(state, event)
-    if at is not None and not state.known:
-        raise BookUnknown(
-            f"the book of {market} at {at} is unknown: {state.why}"
-            + (f" (since {state.since})" if state.since else "")
-            + "; a later snapshot makes it known again"
-        )
-    return state
 
 
 def _event(state: State, event: Event) -> None:

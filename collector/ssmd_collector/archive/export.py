@@ -138,7 +138,7 @@ class _Envelope(msgspec.Struct):
     id: int | None = None
     sid: int | None = None
     seq: int | None = None
-    msg: msgspec.Raw | None = None
+    msg: msgspec.Raw = msgspec.Raw()
 
 
 class _Trade(msgspec.Struct):
@@ -316,7 +316,7 @@ def export(
                 except (LineError, msgspec.ValidationError):
                     skipped += 1
                     continue
-                if env.msg is None or not _row(tables, where, ts, env):
+                if not env.msg or not _row(tables, where, ts, env):
                     skipped += 1
             plain += reader.plain_bytes
     finally:
@@ -328,7 +328,6 @@ def export(
 def _row(tables: dict[str, _Table], where: str, ts: str, env: _Envelope) -> bool:
     """Add the rows of one frame; False when it is not a frame of any table."""
     kind, msg = env.type, env.msg
-    assert msg is not None
     common = (ts, env.sid, env.seq)
     try:
         if kind == "orderbook_delta":

@@ -83,7 +83,7 @@ class _Frame(msgspec.Struct):
     type: str = ""
     id: int | None = None
     sid: int | None = None
-    msg: msgspec.Raw | None = None
+    msg: msgspec.Raw = msgspec.Raw()
 
 
 class _Market(msgspec.Struct):
@@ -134,7 +134,7 @@ def archived_frames(
             kind = frame.type
             if kind in _ANSWERS or (kind == "error" and frame.id):
                 body = _Announce()
-                if kind == "subscribed" and frame.msg is not None:
+                if kind == "subscribed" and frame.msg:
                     with _QUIETLY:
                         body = _decode_announce(frame.msg)
                 if body.sid is not None:
@@ -146,7 +146,7 @@ def archived_frames(
             channel = channel_of.get(frame.sid) if frame.sid is not None else None
             channel = channel or CHANNEL_OF_TYPE.get(kind, "")
             market = None
-            if frame.msg is not None:
+            if frame.msg:
                 with _QUIETLY:
                     market = _decode_market(frame.msg).market_ticker
             yield Archived(ts_ns(ts), ts, channel, market, data.decode())
@@ -318,7 +318,7 @@ class ArchiveSource:
 
     def _due(self, frame: Archived) -> float:
         if self._speed is None or self._anchor is None:
-            return self._clock()
+            return float("-inf")  # due already
         start, first_ns = self._anchor
         return start + (frame.ns - first_ns) / 1e9 / self._speed
 
