@@ -36,9 +36,11 @@ from .reader import (
     REJECTED,
     TORN,
     Archive,
+    Envelope,
     LineError,
     LineReader,
     Progress,
+    decode_any,
     decode_envelope,
     feed_head,
     read_events,
@@ -187,7 +189,8 @@ def verify(archive: Archive, *, progress: bool = True, max_listed: int = 1000) -
                     _corrupt(report, f"{where}: {problem}", max_listed)
                     break
                 try:
-                    ts, data = split_line(line, head)
+                    ts, data = split_line(line, head, check_data=False)
+                    env = _envelope(data)
                 except LineError as exc:
                     _corrupt(report, f"{where}: {exc}", max_listed)
                     continue
@@ -199,9 +202,7 @@ def verify(archive: Archive, *, progress: bool = True, max_listed: int = 1000) -
                 if session.first is None:
                     session.first = ts
                 session.last = ts
-                try:
-                    env = decode_envelope(data)
-                except msgspec.ValidationError:
+                if env is None:
                     continue  # valid JSON of another shape: data all the same
                 if env.type == "subscribed":
                     body = _decode_subscribed(data).msg or {}
@@ -263,6 +264,21 @@ def verify(archive: Archive, *, progress: bool = True, max_listed: int = 1000) -
             else:
                 report.torn_fragments += lines // 2
     return report
+
+
+def _envelope(data: bytes) -> Envelope | None:
+    """The routing fields of ``data``; None for valid JSON of another shape. Raises
+    :class:`LineError` when ``data`` is not JSON (the decode checks every byte)."""
+    try:
+        return decode_envelope(data)
+    except msgspec.ValidationError:
+        try:
+            decode_any(data)
+        except msgspec.DecodeError as exc:
+            raise LineError(f"field data: expected JSON; found {exc}") from None
+        return None
+    except msgspec.DecodeError as exc:
+        raise LineError(f"field data: expected JSON; found {exc}") from None
 
 
 def _corrupt(report: Report, text: str, max_listed: int) -> None:
