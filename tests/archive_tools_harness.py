@@ -19,7 +19,7 @@ from deadlines import wait_until
 
 from ssmd_collector.framing import LineFramer, Timestamper
 from ssmd_collector.health import HealthServer
-from ssmd_collector.sim import SimConfig, SimServer, SimSession
+from ssmd_collector.sim import Ending, SimConfig, SimServer, SimSession
 from ssmd_collector.sim.market import ORDERBOOK, Feed, Market, universe
 from ssmd_collector.sim.protocol import Commands
 from ssmd_collector.writer import JsonlWriter
@@ -93,6 +93,28 @@ async def record_archive(
 
         run = await record_from(server.url, workdir, keys, during)
     return run, server.sessions[0]
+
+
+async def record_twice(
+    workdir: Path, keys: tuple[bytes, bytes], messages: int = 1500
+) -> tuple[Run, Run]:
+    """Two collector runs into one archive (a restart): each ends when its simulator
+    closes the connection after ``messages`` data messages."""
+    tree = None
+    runs = []
+    for seed in (1, 2):
+        config = sim_config(keys[1], seed=seed, messages=messages, ending=Ending.CLOSE)
+        async with SimServer(config) as server:
+            if tree is None:
+                tree = make_tree(workdir, server.url, **KEY_ENV, subscriptions=SUBSCRIPTIONS)
+            else:
+                feed = tree / "feeds/kalshi-sim.yaml"
+                text = feed.read_text()
+                start = text.index("endpoint: ") + len("endpoint: ")
+                old = text[start : text.index("\n", start)]
+                feed.write_text(text.replace(old, server.url))
+            runs.append(await record(tree, environ=environ(keys[0])))
+    return runs[0], runs[1]
 
 
 @dataclass

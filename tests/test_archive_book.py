@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from archive_tools_harness import BOOK_MARKETS, sim_archive
+from archive_tools_harness import BOOK_MARKETS, record_twice, sim_archive
 from typer.testing import CliRunner
 
 from ssmd_collector.archive.book import BookUnknown, rebuild
@@ -96,3 +96,23 @@ def test_a_lost_frame_makes_the_book_unknown_until_a_fresh_snapshot(tmp_path: Pa
     )
     assert result.exit_code == 1
     assert "unknown: gap on sid 1" in result.output
+
+
+async def test_the_book_is_unknown_between_two_recorded_sessions(
+    tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    _, second = await record_twice(tmp_path, ed25519_keys)
+    events = second.events()
+    (ended, _) = [e["ts"] for e in events if e["event"] == "disconnected"]
+    (_, reconnected) = [e["ts"] for e in events if e["event"] == "connected"]
+    archive = open_archive(second.data_dir)
+    market = BOOK_MARKETS[0]
+    last_line = max(ts for ts in (json.loads(x)["ts"] for x in second.lines()) if ts < ended)
+    assert rebuild(archive, market, at=last_line).known
+    with pytest.raises(BookUnknown, match=r"the connection ended \(disconnected"):
+        rebuild(archive, market, at=ended)
+    with pytest.raises(BookUnknown):
+        rebuild(archive, market, at=reconnected)  # connected, no snapshot yet
+    final = rebuild(archive, market)  # the second session's snapshot makes it known
+    assert final.known
+    assert final.snapshots == 2

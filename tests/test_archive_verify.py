@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from archive_tools_harness import FEED, record_archive
+from archive_tools_harness import FEED, record_archive, record_twice
 from collector_harness import Run
 from deadlines import wait_until
 from typer.testing import CliRunner
@@ -138,3 +138,24 @@ async def test_a_gap_is_named_and_matched_with_the_events_file(
     assert code == 1
     assert "NOT in the events file" in out
     assert "recorded in events" in out
+
+
+async def test_coverage_has_each_session_and_the_disconnected_period_between(
+    tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    first, second = await record_twice(tmp_path, ed25519_keys)
+    events = second.events()  # both runs' events, in one file
+    connected = [e["ts"] for e in events if e["event"] == "connected"]
+    ended = [e["ts"] for e in events if e["event"] == "disconnected"]
+    report = verify(open_archive(first.data_dir), progress=False)
+    assert report.ok
+    assert report.gaps == []  # each run's sids are checked on their own
+    assert [(s.connected, s.ended) for s in report.sessions] == list(
+        zip(connected, ended, strict=True)
+    )
+    assert sum(s.lines for s in report.sessions) == report.lines == len(second.data())
+    (period,) = report.disconnected
+    assert (period.start, period.end) == (ended[0], connected[1])
+    doc = json.loads(cli("verify", str(first.data_dir), "--format", "json", "--quiet")[1])
+    assert doc["disconnected"][0]["start"] == ended[0]
+    assert doc["recorded_seconds"] > 0

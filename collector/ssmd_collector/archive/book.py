@@ -159,10 +159,11 @@ def rebuild(
             follow(where, ts, frame, data)  # else a msg of another shape: not a book frame
         if on_change is not None and (state.known, state.snapshots, state.deltas) != before:
             on_change(state)
-    else:
-        for event in [next_event, *pending]:
-            if event is not None and (at is None or event.ts <= at):
-                _event(state, event)
+    # Events after the last line read, up to ``at``: a stop or disconnect there counts.
+    # Without ``at`` the answer is the book as of the archive's last line.
+    while next_event is not None and at is not None and next_event.ts <= at:
+        _event(state, next_event)
+        next_event = next(pending, None)
     if at is not None and not state.known:
         raise BookUnknown(
             f"the book of {market} at {at} is unknown: {state.why}"
