@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archive_tools_harness import FEED, record_archive, record_from, sim_config
+from archive_tools_harness import FEED, record_archive, record_from, record_twice, sim_config
 from collector_harness import Run
 from deadlines import deadline, within
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
 from ssmd_collector.archive.reader import open_archive
-from ssmd_collector.archive.replay import Archived, ArchiveSource, source_factory
+from ssmd_collector.archive.replay import Archived, ArchiveSource, session_range, source_factory
 from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimServer
@@ -143,3 +143,20 @@ def test_frames_are_due_at_their_recorded_times_over_the_speed(
         sent_at.extend([now[0] - 100.0] * len(frames))
         now[0] += source.delay()
     assert sent_at == due
+
+
+async def test_one_recorded_session_of_several_replays_alone(
+    tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    _, second = await record_twice(tmp_path / "first", ed25519_keys)
+    archive = open_archive(second.data_dir)
+    start, end = session_range(archive, 2)
+    assert end is None
+    stamps = [json.loads(line)["ts"] for line in second.lines()]
+    later = [data for ts, data in zip(stamps, second.data(), strict=True) if ts >= start]
+    _, frames = split(later)
+    assert 0 < len(frames) < len(split(second.data())[1])
+    async with replay_server(second.data_dir, ed25519_keys[1], start=start, end=end) as replay:
+        again = await record_from(replay.url, tmp_path / "again", ed25519_keys)
+    assert split(again.data())[1] == frames
+    assert not [e for e in again.events() if e["event"] in ("duplicate", "gap")]

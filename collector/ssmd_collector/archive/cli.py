@@ -108,6 +108,10 @@ def replay(
         str | None, typer.Option(help="Replay from this time (ISO 8601, UTC if no zone).")
     ] = None,
     end: Annotated[str | None, typer.Option(help="Replay up to (not including) this time.")] = None,
+    session: Annotated[
+        int | None,
+        typer.Option(help="Replay only recorded session N (1-based; see verify's sessions)."),
+    ] = None,
     subscribe_wait: Annotated[
         float,
         typer.Option(
@@ -141,7 +145,7 @@ def replay(
     keyfile: Annotated[Path | None, typer.Option(help="PEM private key of --certfile.")] = None,
 ) -> None:
     """Serve the archive over Kalshi's WebSocket protocol until SIGINT or SIGTERM."""
-    from .replay import source_factory
+    from .replay import session_range, source_factory
 
     if public_key is None and not allow_unsigned:
         raise typer.BadParameter("give --public-key (signed, as on Kalshi) or --allow-unsigned")
@@ -152,12 +156,20 @@ def replay(
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certfile, keyfile)
     archive = _open(root, feed)
+    window = (_time(start, "--start"), _time(end, "--end"))
+    if session is not None:
+        if start or end:
+            raise typer.BadParameter("--session replaces --start and --end; give one or the other")
+        try:
+            window = session_range(archive, session)
+        except ArchiveError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--session") from None
     source = source_factory(
         archive,
         speed=parse_speed(speed),
         subscribe_wait=subscribe_wait,
-        start=_time(start, "--start"),
-        end=_time(end, "--end"),
+        start=window[0],
+        end=window[1],
     )
     config = SimConfig(
         host=host,

@@ -22,7 +22,8 @@ What is sent, and how subscriptions map to the archive's sids:
 - **An archive spanning restarts** holds one sid space per recorded connection: when
   the recorder resubscribed (a restart, a subscription the exchange ended) the
   channel's later frames carry their new sid, exactly as recorded. Replay one
-  session with ``--start``/``--end`` for a single sid per channel.
+  session (``--session N``, or ``--start``/``--end``) for one sid space: across a
+  restart a client sees each sid's ``seq`` start again, which it counts as duplicates.
 - **The recorded conversation is kept in step**: when the archive reaches the
   ``subscribed`` answer of a channel the client has not subscribed yet, the replay
   waits for the client's subscribe (at most ``subscribe_wait`` seconds), so a client
@@ -50,6 +51,7 @@ from .reader import (
     DATA,
     EVENTS,
     Archive,
+    ArchiveError,
     LineError,
     LineReader,
     feed_head,
@@ -323,6 +325,20 @@ class ArchiveSource:
         return start + (frame.ns - first_ns) / 1e9 / self._speed
 
 
+def session_range(archive: Archive, number: int) -> tuple[str, str | None]:
+    """``(start, end)`` of recorded session ``number`` (1-based): from its ``connected``
+    event to the next one (None: the archive's end). Raises ``ArchiveError`` naming how
+    many sessions the events file has."""
+    events, _ = read_events(archive)
+    starts = [e.ts for e in events if e.event == "connected"]
+    if not 1 <= number <= len(starts):
+        raise ArchiveError(
+            f"{archive.root}: session {number}: expected 1 to {len(starts)} "
+            "(the events file's connected events)"
+        )
+    return starts[number - 1], starts[number] if number < len(starts) else None
+
+
 def source_factory(
     archive: Archive,
     *,
@@ -342,4 +358,11 @@ def source_factory(
     return make
 
 
-__all__ = ["ArchiveSource", "Archived", "archived_frames", "archived_sids", "source_factory"]
+__all__ = [
+    "ArchiveSource",
+    "Archived",
+    "archived_frames",
+    "archived_sids",
+    "session_range",
+    "source_factory",
+]
