@@ -158,19 +158,23 @@ _QUIETLY = contextlib.suppress(msgspec.ValidationError)
 """A ``msg`` of another shape than expected: the frame is routed without it."""
 
 
-def archived_sids(archive: Archive) -> dict[str, int]:
-    """Each channel's first sid in the archive: from the events file when there is one
-    (small), else from the ``subscribed`` answers in the data."""
+def archived_sids(
+    archive: Archive, start: str | None = None, end: str | None = None
+) -> dict[str, int]:
+    """Each channel's first sid in the archive (or in ``[start, end)``): from the events
+    file when there is one (small), else from the ``subscribed`` answers in the data."""
     sids: dict[str, int] = {}
     if archive.of(EVENTS):
         events, _ = read_events(archive)
         for event in events:
+            if (start is not None and event.ts < start) or (end is not None and event.ts >= end):
+                continue
             channel, sid = event.fields.get("channel"), event.fields.get("sid")
             if event.event in ("subscribed", "subscription_restored") and isinstance(sid, int):
                 sids.setdefault(str(channel), sid)
         if sids:
             return sids
-    for frame in archived_frames(archive):
+    for frame in archived_frames(archive, start, end):
         if frame.announces is not None and frame.announced_sid is not None:
             sids.setdefault(frame.announces, frame.announced_sid)
     return sids
@@ -348,7 +352,7 @@ def source_factory(
     end: str | None = None,
 ) -> Callable[[], ArchiveSource]:
     """A maker of one :class:`ArchiveSource` per connection, each from the start."""
-    sids = archived_sids(archive)
+    sids = archived_sids(archive, start, end)
 
     def make() -> ArchiveSource:
         return ArchiveSource(
