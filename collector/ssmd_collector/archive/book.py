@@ -32,7 +32,18 @@ from decimal import Decimal
 
 import msgspec
 
-from .reader import DATA, Archive, Event, LineError, LineReader, feed_head, read_events, split_line
+from .reader import (
+    DATA,
+    Archive,
+    Event,
+    LineError,
+    LineReader,
+    Progress,
+    feed_head,
+    read_events,
+    split_line,
+    total_size,
+)
 
 ONE = Decimal(1)
 
@@ -128,15 +139,13 @@ class State:
             self.known, self.why, self.since = False, why, ts
 
 
-Top = tuple[str, tuple[Decimal, Decimal] | None, tuple[Decimal, Decimal] | None]
-
-
 def rebuild(
     archive: Archive,
     market: str,
     *,
     at: str | None = None,
     on_change: Callable[[State], None] | None = None,
+    progress: bool = False,
 ) -> State:
     """The book of ``market`` after every line with ``ts <= at`` (all lines without ``at``).
 
@@ -147,7 +156,7 @@ def rebuild(
     pending = iter(events)
     next_event = next(pending, None)
     follow = _Follower(state, market)
-    for where, ts, frame, data in _frames(archive):
+    for where, ts, frame, data in _frames(archive, progress):
         if at is not None and ts > at:
             break
         before = (state.known, state.snapshots, state.deltas)
@@ -227,10 +236,12 @@ def _event(state: State, event: Event) -> None:
         state.unknown(event.ts, f"{name} on sid {state.sid} ({event.where})")
 
 
-def _frames(archive: Archive) -> Iterator[tuple[str, str, _Frame, bytes]]:
+def _frames(archive: Archive, progress: bool) -> Iterator[tuple[str, str, _Frame, bytes]]:
     head = feed_head(archive.feed)
-    for file in archive.of(DATA):
-        for number, line in LineReader(file):
+    files = archive.of(DATA)
+    meter = Progress("book", total_size(files), enabled=progress)
+    for file in files:
+        for number, line in LineReader(file, meter):
             try:
                 ts, data = split_line(line, head, check_data=False)
                 frame = _decode_frame(data)  # checks the whole of data is JSON

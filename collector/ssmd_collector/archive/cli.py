@@ -210,6 +210,7 @@ def book(
     ] = False,
     depth: Annotated[int, typer.Option(help="Levels per side to print.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the book as JSON.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Rebuild a market's order book from snapshots and deltas (refusing to cross gaps)."""
     from .book import BookUnknown, TopPrinter, rebuild, render
@@ -217,7 +218,9 @@ def book(
     archive = _open(root, feed)
     printer = TopPrinter(typer.echo) if top else None
     try:
-        state = rebuild(archive, market, at=_time(at, "--at"), on_change=printer)
+        state = rebuild(
+            archive, market, at=_time(at, "--at"), on_change=printer, progress=not quiet
+        )
     except BookUnknown as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
