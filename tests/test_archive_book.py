@@ -13,12 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from archive_tools_harness import BOOK_MARKETS, record_twice, sim_archive
+from archive_tools_harness import BOOK_MARKETS, record_archive, record_twice, sim_archive
+from deadlines import wait_until
 from typer.testing import CliRunner
 
 from ssmd_collector.archive.book import BookUnknown, rebuild
 from ssmd_collector.archive.reader import open_archive
 from ssmd_collector.cli import app
+from ssmd_collector.health import HealthServer
+from ssmd_collector.sim import SimSession
 from ssmd_collector.sim.market import UNIT
 
 MARKETS = BOOK_MARKETS[:3]
@@ -116,3 +119,36 @@ async def test_the_book_is_unknown_between_two_recorded_sessions(
     final = rebuild(archive, market)  # the second session's snapshot makes it known
     assert final.known
     assert final.snapshots == 2
+
+
+async def test_a_recorded_gap_is_crossed_only_by_the_recovery_snapshot(
+    tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
+) -> None:
+    """Over a real socket: the exchange skips two seqs on the order book sid, the
+    collector asks for snapshots (get_snapshot); the book is unknown from the gap to
+    the market's recovery snapshot, and known again from it on."""
+
+    async def skip(health: HealthServer, session: SimSession) -> None:
+        session.skip_seq(session.sid_of("orderbook_delta"), 2)
+        await wait_until(
+            lambda: health.connection.recoveries.get(("orderbook_delta", "completed")),
+            "the collector to repair the books with get_snapshot",
+        )
+
+    run, _ = await record_archive(tmp_path, ed25519_keys, play=skip)
+    events = run.events()
+    (gap,) = [e for e in events if e["event"] == "gap"]
+    (done,) = [e for e in events if e["event"] == "recovery_completed"]
+    archive = open_archive(run.data_dir)
+    for market in BOOK_MARKETS:
+        with pytest.raises(BookUnknown, match=f"gap on sid {gap['sid']}"):
+            rebuild(archive, market, at=gap["ts"])
+        state = rebuild(archive, market, at=done["ts"])
+        assert state.snapshots == 2  # the first one and the recovery's
+        recovery = [
+            json.loads(line)
+            for line in run.lines()
+            if '"type":"orderbook_snapshot"' in line and f'"{market}"' in line
+        ][-1]
+        assert recovery["data"].get("id")  # it answered a get_snapshot command
+        assert state.since == recovery["ts"]

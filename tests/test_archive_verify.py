@@ -110,16 +110,26 @@ async def test_a_gap_is_named_and_matched_with_the_events_file(
     tmp_path: Path, ed25519_keys: tuple[bytes, bytes]
 ) -> None:
     async def skip(health: HealthServer, session: SimSession) -> None:
-        sid = session.sid_of("trade")
-        session.skip_seq(sid, 3)
-        await wait_until(lambda: health.connection.gaps.get("trade"), "the collector to see it")
+        session.skip_seq(session.sid_of("trade"), 3)
+        session.skip_seq(session.sid_of("orderbook_delta"), 2)
+        await wait_until(
+            lambda: health.connection.recoveries.get(("orderbook_delta", "completed")),
+            "the collector to repair the books with get_snapshot",
+        )
 
     run, session = await record_archive(tmp_path, ed25519_keys, play=skip)
     report = verify(open_archive(run.data_dir), progress=False)
     assert report.ok
-    (gap,) = report.gaps
-    assert (gap.sid, gap.channel, gap.missing) == (session.sid_of("trade"), "trade", 3)
-    assert gap.recorded
+    gaps = {g.channel: g for g in report.gaps}
+    assert sorted(gaps) == ["orderbook_delta", "trade"]
+    gap = gaps["trade"]
+    assert (gap.sid, gap.missing, gap.recorded) == (session.sid_of("trade"), 3, True)
+    book = gaps["orderbook_delta"]
+    assert (book.sid, book.missing, book.recorded) == (session.sid_of("orderbook_delta"), 2, True)
+    assert [(r["event"], r["sid"]) for r in report.recoveries] == [
+        ("recovery_requested", book.sid),
+        ("recovery_completed", book.sid),
+    ]
     number = int(gap.where.rsplit(":", 1)[1])
     line = data_file(run).read_text().splitlines()[number - 1]
     assert f'"sid":{gap.sid},"seq":{gap.received},' in line
@@ -132,8 +142,8 @@ async def test_a_gap_is_named_and_matched_with_the_events_file(
     del lines[book[60] - 1 : book[60]]
     path.write_text("".join(lines))
     report = verify(open_archive(run.data_dir), progress=False)
-    lost = [g for g in report.gaps if g.channel == "orderbook_delta"]
-    assert [(g.missing, g.recorded) for g in lost] == [(1, False), (1, False)]
+    lost = [g for g in report.gaps if g.channel == "orderbook_delta" and not g.recorded]
+    assert [g.missing for g in lost] == [1, 1]
     code, out = cli("verify", str(run.data_dir), "--quiet", "--fail-on-gaps")
     assert code == 1
     assert "NOT in the events file" in out
