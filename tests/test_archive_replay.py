@@ -163,3 +163,44 @@ async def test_one_recorded_session_of_several_replays_alone(
         again = await record_from(replay.url, tmp_path / "again", ed25519_keys)
     assert split(again.data())[1] == frames
     assert not [e for e in again.events() if e["event"] in ("duplicate", "gap")]
+
+
+def frame(ns: int, channel: str, market: str | None, text: str) -> Archived:
+    return Archived(ns, "", channel, market, text)
+
+
+def test_market_filters_follow_add_and_delete_markets() -> None:
+    frames = [frame(i, "trade", "AB"[i % 2], f"t{i}") for i in range(8)]
+    source = ArchiveSource(iter(frames), {}, speed=None)
+    stream = Stream(1, "trade")
+    source.attach(stream, ["A"])
+    assert source.take(2) == ["t0", "t2"]
+    source.add_markets(stream, ["B"])
+    assert source.take(2) == ["t3", "t4"]
+    source.remove_markets(stream, ["A"])
+    assert source.take(10) == ["t5", "t7"]
+    assert source.exhausted
+
+
+def test_the_replay_waits_where_the_recorder_subscribed_until_the_client_does() -> None:
+    now = [0.0]
+    frames = [
+        Archived(0, "", None, None, "", "trade", 1),
+        frame(1, "trade", "A", "t1"),
+        Archived(2, "", None, None, "", "ticker", 2),
+        frame(3, "trade", "A", "t3"),
+        frame(4, "ticker", "A", "k4"),
+        Archived(5, "", None, None, "", "orderbook_delta", 3),
+        frame(6, "trade", "A", "t6"),
+    ]
+    source = ArchiveSource(iter(frames), {}, speed=None, subscribe_wait=2.0, clock=lambda: now[0])
+    source.attach(Stream(1, "trade"), None)
+    assert source.take(10) == ["t1"]  # parked where the recorder subscribed ticker
+    assert source.delay() > 0
+    now[0] += 1.0
+    assert source.take(10) == []  # still within the wait
+    source.attach(Stream(2, "ticker"), None)  # the client subscribes ticker too
+    assert source.take(10) == ["t3", "k4"]  # parked again, at orderbook_delta
+    now[0] += 2.5  # the client never subscribes it: the replay goes on
+    assert source.take(10) == ["t6"]
+    assert source.exhausted
