@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint e2e images bench clean
+.PHONY: demo test lint e2e images images-smoke bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,22 @@ e2e: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-## Build both images locally (needs docker).
+## Build both images (ssmd-collector:dev, ssmd-operator:dev) with podman or docker;
+## ENGINE=docker|podman to choose, PYTHON_IMAGE=<base> to replace the pinned base.
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+STANDIN_BASE := localhost/ssmd-standin-python:3.11-bookworm
 images:
-	docker build -f Dockerfile.collector -t ssmd-collector:dev .
-	docker build -f Dockerfile.operator -t ssmd-operator:dev .
+	ENGINE="$(ENGINE)" PYTHON_IMAGE="$(PYTHON_IMAGE)" TAG=dev sh docker/build.sh
+
+## Build both images on a local Debian stand-in for python:3.11-slim (cached as an
+## image) and smoke-test them (docker/smoke_test.py). Needs podman (or docker) and
+## debootstrap: `bash .ci/install-image-tools` installs them.
+images-smoke: $(VENV)/.dev
+	sh docker/standin-base.sh "$(ENGINE)" $(STANDIN_BASE)
+	ENGINE="$(ENGINE)" PYTHON_IMAGE=$(STANDIN_BASE) TAG=smoke sh docker/build.sh
+	SSMD_SMOKE_ENGINE="$(ENGINE)" SSMD_SMOKE_TAG=smoke \
+		$(BIN)/pytest docker/smoke_test.py -v -rs -p no:cacheprovider
+	"$(ENGINE)" image prune --force >/dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

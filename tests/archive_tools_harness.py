@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector_harness import Run, make_tree, record
+from collector_harness import KEY_ENV, Run, make_tree, record
 from deadlines import wait_until
 
 from ssmd_collector.framing import LineFramer, Timestamper
@@ -30,15 +30,6 @@ SUBSCRIPTIONS = [
     {"channels": ["ticker", "trade", "market_lifecycle_v2"]},
     {"channels": ["orderbook_delta"], "market_tickers": BOOK_MARKETS},
 ]
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 
 
 def environ(private_pem: bytes) -> dict[str, str]:

@@ -24,6 +24,16 @@ from ssmd_collector.metrics import Stats
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "exchanges"
 SIM_ENDPOINT = "ws://127.0.0.1:8765/trade-api/ws/v2"
+KEY_ENV = {
+    "keys": {
+        "kalshi": {
+            "type": "api_key",
+            "fields": ["api_key", "private_key"],
+            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
+        }
+    }
+}
+"""The ``keys`` of a ``make_tree`` environment that signs: KALSHI_API_KEY, KALSHI_PRIVATE_KEY."""
 LINE = re.compile(
     r'^\{"ts":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)","feed":"([^"]+)","data":(.*)\}$'
 )

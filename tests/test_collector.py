@@ -10,23 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import make_tree, record, scrape
+from collector_harness import KEY_ENV, make_tree, record, scrape
 from deadlines import wait_until
 from tls_material import TLS
 
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.sim import Ending, SimConfig, SimServer
-
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 
 
 def sim_config(**kw: Any) -> SimConfig:
@@ -171,7 +161,7 @@ async def test_subscribe_error_answer_stops_with_its_message(
             tree, environ={"KALSHI_API_KEY": "k", "KALSHI_PRIVATE_KEY": rsa_keys[0].decode()}
         )
     assert run.code == ExitCode.SUBSCRIBE_REJECTED
-    assert "subscribe of cfbenchmarks_value refused by the exchange: code 24" in caplog.text
+    assert "subscribe of ticker, cfbenchmarks_value refused by the exchange: code 24" in caplog.text
     # What was read before leaving is archived, the error answer included; the
     # simulator kept streaming ticker data we never read, hence a prefix.
     data = run.data()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import Run, make_tree, record
+from collector_harness import KEY_ENV, Run, make_tree, record
 from deadlines import wait_until
 
 from ssmd_collector.exitcodes import ExitCode
@@ -27,15 +27,6 @@ from ssmd_collector.metadata import read_directory, validate_tree
 from ssmd_collector.sim import Ending, SimConfig, SimServer, SimSession
 from ssmd_collector.sim.market import universe
 
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 BOOKS = universe(600)
 
 
@@ -121,14 +112,13 @@ async def test_600_order_books_take_one_subscribe_and_add_markets_batches(
         run = await scenario(sim, books_tree(tmp_path, sim.url, BOOKS), private_pem, nothing)
     session = sim.sessions[0]
     subscribes = commands(session, "subscribe")
-    # One subscribe per channel: Kalshi no longer answers a second one for a channel.
-    assert sorted(c["params"]["channels"][0] for c in subscribes) == [
-        "market_lifecycle_v2",
-        "orderbook_delta",
-        "trade",
+    # Each channel in exactly one subscribe (Kalshi no longer answers a second one);
+    # channels sharing a market list share the command, as the environment groups them.
+    assert [c["params"]["channels"] for c in subscribes] == [
+        ["trade", "market_lifecycle_v2"],
+        ["orderbook_delta"],
     ]
-    assert all(len(c["params"]["channels"]) == 1 for c in subscribes)
-    book = next(c for c in subscribes if c["params"]["channels"] == ["orderbook_delta"])
+    book = subscribes[1]
     adds = commands(session, "update_subscription")
     assert [c["params"]["action"] for c in adds] == ["add_markets", "add_markets"]
     sent = book["params"]["market_tickers"] + [

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from collector_harness import make_tree
+from collector_harness import KEY_ENV, make_tree
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from deadlines import deadline
@@ -42,15 +42,6 @@ from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.sim import Ending, SimConfig, SimServer
 
 KEY_ID = "KEYID-RECOGNISABLE-1234"
-KEY_ENV = {
-    "keys": {
-        "kalshi": {
-            "type": "api_key",
-            "fields": ["api_key", "private_key"],
-            "source": "env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY",
-        }
-    }
-}
 UNREACHABLE = "ws://127.0.0.1:1/trade-api/ws/v2"
 START_TIMEOUT = 30.0
 
@@ -300,7 +291,9 @@ def _bad_keys(private_pem: bytes, public_pem: bytes) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "encrypted"])
+@pytest.mark.parametrize(
+    "kind", ["corrupt", "truncated", "encrypted", "ec_not_rsa", "public_as_private"]
+)
 async def test_a_bad_private_key_is_a_config_error_that_does_not_echo_it(
     tmp_path: Path, rsa_keys: tuple[bytes, bytes], kind: str
 ) -> None:
@@ -317,6 +310,7 @@ async def test_a_bad_private_key_is_a_config_error_that_does_not_echo_it(
     )
     assert await child.wait(START_TIMEOUT) == ExitCode.CONFIG_ERROR, child.stderr[-2000:]
     assert "key 'kalshi' field private_key: " in child.stderr
+    assert "(variable KALSHI_PRIVATE_KEY)" in child.stderr
     assert leaks(child.output, [KEY_ID, *pem_body_lines(bad)]) == []
 
 

@@ -119,6 +119,22 @@ def test_one_subscribe_per_channel_then_add_markets_batches() -> None:
     ]
 
 
+def test_channels_sharing_a_market_list_share_one_subscribe() -> None:
+    subs, _, _, _ = machine({"ticker": None, "trade": None, "orderbook_delta": TICKERS[:3]})
+    both, book = subs.start()
+    assert both.params == {"channels": ["ticker", "trade"]}
+    assert book.params["channels"] == ["orderbook_delta"]
+    assert subs.answer(subscribed(both, 1) | {"msg": {"channel": "trade", "sid": 1}}, 0) == []
+    assert subs.answer(subscribed(both, 2) | {"msg": {"channel": "ticker", "sid": 2}}, 0) == []
+    subs.answer(subscribed(book, 3), 0)
+    assert subs.live
+    assert (subs.channel_of(1), subs.channel_of(2), subs.channel_of(3)) == (
+        "trade",
+        "ticker",
+        "orderbook_delta",
+    )
+
+
 def test_the_older_bare_subscribed_answer_is_understood() -> None:
     subs, _, _, _ = machine({"trade": None})
     (command,) = subs.start()

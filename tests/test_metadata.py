@@ -404,6 +404,14 @@ def test_a_disabled_feed_does_not_run(tree: dict[str, bytes]) -> None:
     ]
 
 
+def test_a_feed_names_its_exchange_kalshi_by_default(tree: dict[str, bytes]) -> None:
+    assert resolve_environment(tree, "kalshi-prod", DAY).feed.exchange == "kalshi"
+    files = edited(tree, "feeds/kalshi.yaml", "status: active", "status: active\nexchange: nyse")
+    assert resolve_problems(files) == [
+        "feeds/kalshi.yaml: exchange: expected one of kalshi; found 'nyse'"
+    ]
+
+
 def test_a_deprecated_feed_still_runs(tree: dict[str, bytes]) -> None:
     files = edited(tree, "feeds/kalshi.yaml", "status: active", "status: deprecated")
     assert resolve_environment(files, "kalshi-prod", DAY).feed.status == "deprecated"

@@ -34,7 +34,7 @@ from .connectors import (
 from .events import EventLog
 from .exitcodes import ExitCode
 from .health import HealthServer
-from .keys import EnvKeyResolver, MissingKeys, resolve_keys
+from .keys import EnvKeyResolver, MissingKeys, env_var_names, resolve_keys
 from .metadata import MetadataInvalid, Resolved, read_directory, resolve_environment
 from .metrics import ErrorType, Stats, registry_for
 from .runner import Runner
@@ -84,9 +84,21 @@ def plan(settings: Settings, environ: Mapping[str, str], today: dt.date) -> Plan
     except MissingKeys as exc:
         raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
     except CredentialsInvalid as exc:
-        raise ConfigError(f"{resolved.environment.file}: keys: {exc}") from None
+        raise ConfigError(
+            f"{resolved.environment.file}: keys: {exc}{_variable_of(resolved, exc)}"
+        ) from None
     data_dir = settings.data_dir or Path(resolved.environment.storage.path)
     return Plan(resolved, exchange, credentials, data_dir)
+
+
+def _variable_of(resolved: Resolved, exc: CredentialsInvalid) -> str:
+    """`` (variable NAME)`` for the field a key problem is about, so the user knows
+    which variable to fix (never its value)."""
+    for spec in resolved.environment.keys:
+        if spec.name == exc.key and exc.field in spec.fields:
+            names = env_var_names(spec.name, spec.fields, spec.source)
+            return f" (variable {names[exc.field]})"
+    return ""
 
 
 def connector_options(settings: Settings) -> ConnectorOptions:

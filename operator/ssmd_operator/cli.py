@@ -5,7 +5,8 @@
 
 The liveness endpoint (``http://0.0.0.0:8081/healthz`` by default) is kopf's own:
 it answers 200 while the operator's tasks run and reports the probe results
-(the number of environments watched).
+(the number of environments watched). Prometheus metrics are on
+``http://0.0.0.0:8082/metrics`` (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import kopf
 
 from .handlers import OperatorConfig, build_registry, operator_settings
+from .names import RUN_AS_USER
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,10 +44,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
     parser.add_argument("--liveness-port", type=int, default=8081)
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8082,
+        help="serve Prometheus /metrics on this port (default 8082; 0: not served)",
+    )
+    parser.add_argument(
         "--resync-seconds",
         type=float,
         default=60.0,
         help="reconcile every environment this often even without events (default 60)",
+    )
+    parser.add_argument(
+        "--collector-uid",
+        type=collector_uid,
+        default=os.environ.get("SSMD_COLLECTOR_UID", str(RUN_AS_USER)),
+        help=f"uid, gid and fsGroup of collector pods (default {RUN_AS_USER}, the image's "
+        "user; $SSMD_COLLECTOR_UID), or 'platform' to leave them to the platform "
+        "(OpenShift's restricted SCC assigns one per namespace)",
     )
     parser.add_argument("--verbose", action="store_true", help="log at INFO with details")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG")
@@ -53,6 +69,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--log-format", choices=("json", "text"), default="text", help="log line format"
     )
     return parser.parse_args(argv)
+
+
+def collector_uid(text: str) -> int | None:
+    """``platform`` -> None (the platform assigns it), else a uid above 0."""
+    if text == "platform":
+        return None
+    try:
+        uid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a uid above 0 or 'platform'; found {text!r}"
+        ) from None
+    if uid <= 0:
+        raise argparse.ArgumentTypeError(f"expected a uid above 0 or 'platform'; found {uid}")
+    return uid
 
 
 def namespaces_from(args: argparse.Namespace) -> list[str]:
@@ -73,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         debug=args.debug,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    config = OperatorConfig(resync_seconds=args.resync_seconds)
+    config = OperatorConfig(
+        resync_seconds=args.resync_seconds,
+        collector_uid=args.collector_uid,
+        metrics_address=(args.liveness_host, args.metrics_port) if args.metrics_port else None,
+    )
     asyncio.run(
         kopf.operator(
             registry=build_registry(config),

@@ -6,15 +6,22 @@ writes: every field in the desired manifest must be present with an equal value;
 Fields the API server adds (defaults, status, bookkeeping) and fields other
 controllers own are ignored, so a converged object compares equal and the
 operator makes no write; a hand edit to a field the operator sets does not.
-Resource quantities compare by value (the server turns ``0.5`` into ``500m``), and
-an empty map or list equals an absent one (the server omits them).
+Resource quantities compare by value (the server turns ``0.5`` into ``500m``), after
+the rounding the API server applies to container requests and limits (up to a whole
+milli-unit: ``0.0005`` CPU is stored as ``1m``); an empty map or list equals an absent
+one (the server omits them).
+
+``changed`` tells whether a write changed the server's object at all: a mutating
+webhook that appends to a list the operator writes whole (a sidecar, an env var)
+makes the comparison fail on every pass and the patch a no-op, which must not be
+reported as an update each time.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 _QUANTITY = re.compile(
@@ -48,7 +55,21 @@ def parse_quantity(text: str) -> Decimal | None:
         return None
 
 
-def matches(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
+def canonical_resource(value: Decimal) -> Decimal:
+    """A container request or limit as the API server stores it: rounded up to milli-units.
+
+    Kubernetes' ``SetDefaults_ResourceList`` calls ``RoundUp(-3)`` on every value of
+    ``resources.requests`` and ``resources.limits``.
+    """
+    return value.quantize(Decimal("0.001"), rounding=ROUND_CEILING)
+
+
+# How the values under a key compare: as written, as a quantity, or as a container
+# resource quantity (rounded like the API server does).
+_PLAIN, _QUANTITY_VALUE, _RESOURCE_VALUE = 0, 1, 2
+
+
+def matches(desired: Any, actual: Any, *, quantity: int = _PLAIN) -> bool:
     """True if writing ``desired`` as a merge patch onto ``actual`` would change nothing."""
     if isinstance(desired, Mapping):
         if not isinstance(actual, Mapping):
@@ -63,7 +84,7 @@ def matches(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
                 if isinstance(want, Mapping | list) and not want:
                     continue
                 return False
-            if not matches(want, actual[key], quantity=_is_quantity(key, want, quantity)):
+            if not matches(want, actual[key], quantity=_quantity_mode(key, want, quantity)):
                 return False
         return True
     if isinstance(desired, Sequence) and not isinstance(desired, str):
@@ -75,12 +96,30 @@ def matches(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
     if quantity and isinstance(desired, str | int) and isinstance(actual, str | int):
         want, have = parse_quantity(str(desired)), parse_quantity(str(actual))
         if want is not None and have is not None:
+            if quantity == _RESOURCE_VALUE:
+                want = canonical_resource(want)
             return want == have
     return bool(desired == actual and type(desired) is type(actual))
 
 
-def _is_quantity(key: str, value: Any, inherited: bool) -> bool:
-    # Values inside resources.requests/limits, and emptyDir.sizeLimit, are quantities.
+def _quantity_mode(key: str, value: Any, inherited: int) -> int:
+    # Values inside resources.requests/limits are rounded container resources;
+    # emptyDir.sizeLimit is a quantity the server keeps as written.
     if key in _QUANTITY_FIELDS:
-        return True
-    return inherited or (key in _QUANTITY_KEYS and isinstance(value, Mapping))
+        return _QUANTITY_VALUE
+    if key in _QUANTITY_KEYS and isinstance(value, Mapping):
+        return _RESOURCE_VALUE
+    return inherited
+
+
+_BOOKKEEPING = frozenset({"resourceVersion", "managedFields"})
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Did a write change the object, other than its status and bookkeeping?"""
+
+    def content(obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
+        return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+    return content(before) != content(after)

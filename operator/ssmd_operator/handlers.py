@@ -23,10 +23,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp.web
 import kopf
 
+from . import metrics
 from .kube import KubeApi
-from .names import GROUP, KIND, LABEL_MANAGED_BY, OPERATOR_NAME, PLURAL, VERSION
+from .names import GROUP, KIND, LABEL_MANAGED_BY, OPERATOR_NAME, PLURAL, RUN_AS_USER, VERSION
 from .reconcile import Reconciler, SecretKeys, utc_now
 from .spec import SpecInvalid, parse_spec
 
@@ -63,6 +65,10 @@ class OperatorConfig:
     """...up to this."""
     clock: Callable[[], dt.datetime] = utc_now
     api: KubeApi = field(default_factory=KubeApi)
+    collector_uid: int | None = RUN_AS_USER
+    """uid/gid/fsGroup of collector pods; None: the platform assigns them (OpenShift)."""
+    metrics_address: tuple[str, int] | None = None
+    """(host, port) serving ``/metrics`` (metrics.py); None: not served."""
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -73,7 +79,16 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.scanning.disabled = True
     # Only explicit Events (posted by the reconciler); log lines stay in the log.
     settings.posting.enabled = False
+    # Initial listings in pages: cluster-wide, one unpaginated list of every Secret
+    # (Helm keeps releases in Secrets of up to 1 MiB each) would have to fit in the
+    # pod's memory at once. Values pass through this process while a page is read;
+    # only key names are kept (the ssmd_secret_keys index).
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     return settings
+
+
+LIST_CHUNK_SIZE = 50
+"""Objects per page of kopf's initial list (``?limit=``), for every watched resource."""
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -84,6 +99,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         clock=config.clock,
         retry_seconds=config.retry_seconds,
         retry_max_seconds=config.retry_max_seconds,
+        collector_uid=config.collector_uid,
     )
     background: list[asyncio.Task[None]] = []
 
@@ -93,11 +109,27 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         info = config.login(**kwargs)
         return await info if isinstance(info, Awaitable) else info
 
+    crd = _CrdAtStart()
+
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
         info = await login_once(**kwargs)
         api.use(info, relogin=lambda: login_once(**kwargs))
+        if crd.served is None:
+            # kopf resolves what to watch once, right after this first login (resource
+            # scanning is off): whatever discovery says now is what it will watch.
+            crd.served = await _served(api)
         return info
+
+    @kopf.on.probe(registry=registry, id="crd")
+    def crd_watched(**_: Any) -> str:
+        if crd.served is False:
+            raise kopf.PermanentError(
+                f"{PLURAL}.{GROUP}/{VERSION} was not served when the operator started, so "
+                f"nothing is watched: apply crds/ (kubectl apply -f crds/); the restart this "
+                "failed liveness probe causes picks it up"
+            )
+        return "watched"
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=ENVIRONMENTS)
     def environments(namespace: str | None, name: str, **_: Any) -> object:
@@ -122,12 +154,22 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
         background.append(asyncio.get_running_loop().create_task(resync()))
 
+    servers: list[aiohttp.web.AppRunner] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_metrics(**_: Any) -> None:
+        if config.metrics_address is not None:
+            host, port = config.metrics_address
+            servers.append(await metrics.serve(reconciler.metrics, host, port))
+
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for server in servers:
+            await server.cleanup()
         await reconciler.stop()
         await api.close()
 
@@ -173,6 +215,39 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         await reconcile_all(_owners(namespace or "", meta), _Indices.of(kwargs))
 
     return registry
+
+
+@dataclass
+class _CrdAtStart:
+    """Was the SsmdEnvironment CRD served when kopf decided what to watch?
+
+    With resource scanning off (no cluster-scoped permissions), kopf looks for the
+    resources once at start: a CRD applied later is never watched, and the operator
+    would idle with a green liveness probe. The probe fails instead, so the kubelet
+    restarts the operator, which then finds the CRD.
+    """
+
+    served: bool | None = None
+    """None until checked; True also when discovery itself failed (not knowing, stay up)."""
+
+
+async def _served(api: KubeApi) -> bool:
+    try:
+        listing = await api.get(f"/apis/{GROUP}/{VERSION}")
+    except Exception:  # discovery trouble is not proof of absence
+        logger.warning("could not check that %s.%s is served", PLURAL, GROUP, exc_info=True)
+        return True
+    resources = (listing or {}).get("resources") or []
+    served = any(r.get("name") == PLURAL for r in resources if isinstance(r, Mapping))
+    if not served:
+        logger.error(
+            "%s.%s/%s is not served (apply crds/ first): nothing will be watched; "
+            "the liveness probe fails so that a restart picks it up",
+            PLURAL,
+            GROUP,
+            VERSION,
+        )
+    return served
 
 
 ENVIRONMENTS = "ssmd_environments"

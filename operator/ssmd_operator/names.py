@@ -26,9 +26,15 @@ DEFAULT_METADATA_CONFIGMAPS: tuple[tuple[str, str], ...] = (
 )
 """(ConfigMap name, metadata directory) pairs that ``exchanges/kustomization.yaml`` generates."""
 
-# Labels every child carries; ``instance`` is the SsmdEnvironment's name.
+# Labels every child carries.
 LABEL_NAME = "app.kubernetes.io/name"
+LABEL_ENVIRONMENT = f"{GROUP}/environment"
+"""The SsmdEnvironment's name: selects its collector pods."""
 LABEL_INSTANCE = "app.kubernetes.io/instance"
+"""Not set on new children: Argo CD's default label tracking reads it as "belongs to
+the Application of that name", so a CR named like its Application would have its
+children pruned. Only the selector of a Deployment created before keeps it (a
+selector cannot change)."""
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 COLLECTOR_APP = "ssmd-collector"

@@ -17,6 +17,12 @@ what differs. Rules that keep a collector safe:
   environments failing together do not retry in step); a good pass resets it.
 - A create answered 409 AlreadyExists (the object appeared since it was read)
   reads the object again and continues from it, unless another owner holds it.
+- A child write the API server *refuses* (a 4xx other than 404, 409 and 429: a
+  422 from validation, a policy webhook, a quota, a 403) is not retried with
+  backoff, since the same request gets the same answer: the pass completes, the
+  status says ``CollectorAvailable=False`` with reason ``ApplyRejected`` and the
+  server's message, ``observedGeneration`` advances, and the transition posts a
+  Warning Event. The periodic resync tries again (a quota may free up).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,24 +45,28 @@ from ssmd_collector.metadata import (
     resolve_environment,
 )
 
-from . import events, render, snapshot
-from .drift import matches
+from . import events, metrics, render, snapshot
+from .drift import changed, matches
 from .kube import ApiError, KubeApi, resource_path
 from .names import (
     ANNOTATION_FEED_VERSION,
     API_VERSION,
     PLURAL,
+    RUN_AS_USER,
     config_map_name,
     deployment_name,
 )
 from .secrets import SecretCheck, check_secret
 from .spec import EnvironmentSpec, SpecInvalid, parse_spec
 from .status import (
+    APPLY_REJECTED,
     COLLECTOR_AVAILABLE,
+    EXPECTED_REASONS,
     METADATA_RESOLVED,
     SECRET_READY,
     Condition,
     Running,
+    announced,
     collector_condition,
     condition,
     ready_condition,
@@ -100,13 +111,20 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = utc_now,
         retry_seconds: float = 10.0,
         retry_max_seconds: float = 300.0,
+        collector_uid: int | None = RUN_AS_USER,
     ) -> None:
         self.api = api
+        self.collector_uid = collector_uid
         self.clock = clock
         self.retry_seconds = retry_seconds
         self.retry_max_seconds = max(retry_max_seconds, retry_seconds)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._stopped = False
+        self._latest: dict[tuple[str, str], tuple[Condition, ...]] = {}
+        """Conditions each environment's last completed pass computed (for metrics)."""
+        self.metrics = metrics.OperatorMetrics(
+            lambda: metrics.condition_counts(self._latest.values())
+        )
 
     async def reconcile(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
         """Run a pass now, or make sure one starts after the pass in progress."""
@@ -116,12 +134,14 @@ class Reconciler:
             if not slot.pending:
                 return  # a pass that started after this request has already run
             slot.pending = False
+            started = time.monotonic()
             try:
-                await self._pass(namespace, name, secret_keys)
-            except Exception:
+                rejected = await self._pass(namespace, name, secret_keys)
+            except Exception as exc:
                 if self._stopped:
                     logger.debug("reconcile of %s/%s stopped with the operator", namespace, name)
                     return
+                self.metrics.observe(time.monotonic() - started, metrics.failure_reason(exc))
                 # Errors of one environment stay with it; the retry (and the periodic
                 # resync) run the pass again.
                 slot.failures += 1
@@ -135,6 +155,8 @@ class Reconciler:
                 )
                 self._retry_later(slot, namespace, name, secret_keys, delay)
             else:
+                failure = metrics.APPLY_REJECTED if rejected else None
+                self.metrics.observe(time.monotonic() - started, failure)
                 slot.failures = 0
 
     def backoff(self, failures: int) -> float:
@@ -156,6 +178,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """The resource is gone: drop its slot (children go by ownerReference GC)."""
         slot = self._slots.pop((namespace, name), None)
+        self._latest.pop((namespace, name), None)
         if slot is not None and slot.retry is not None:
             slot.retry.cancel()
 
@@ -172,11 +195,13 @@ class Reconciler:
 
         slot.retry = asyncio.get_running_loop().create_task(retry())
 
-    async def _pass(self, namespace: str, name: str, secret_keys: SecretKeys) -> None:
+    async def _pass(self, namespace: str, name: str, secret_keys: SecretKeys) -> bool:
+        """One pass; True if the API server refused a child write (see the module doc)."""
         cr_path = resource_path(API_VERSION, PLURAL, namespace, name)
         cr = await self.api.get(cr_path)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            self._latest.pop((namespace, name), None)
+            return False
         meta = cr["metadata"]
         owner = render.Owner(name, namespace, str(meta.get("uid", "")))
         generation = meta.get("generation")
@@ -190,6 +215,7 @@ class Reconciler:
 
         paused = False
         writes: list[tuple[str, str]] = []
+        rejected: ApiError | None = None
         running: Running | None = None
         try:
             spec = parse_spec(name, cr.get("spec") or {})
@@ -202,7 +228,7 @@ class Reconciler:
             paused = spec.paused
             desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
             if desired.resolved and desired.snapshot and desired.secret and not foreign:
-                current_cm, current_dep, writes = await self._apply(
+                applied = await self._apply(
                     owner,
                     spec,
                     desired.resolved,
@@ -211,7 +237,11 @@ class Reconciler:
                     current_cm,
                     current_dep,
                 )
-                running = _running(desired.resolved, desired.snapshot)
+                current_cm, current_dep, writes, rejected = applied
+                if rejected is None:
+                    running = _running(desired.resolved, desired.snapshot)
+                elif current_dep is not None:
+                    running = _deployed(current_cm, current_dep, spec.environment, now.date())
             elif current_dep is not None and not foreign:
                 # Not a good state: nothing was written, so report what still runs.
                 running = _deployed(current_cm, current_dep, spec.environment, now.date())
@@ -224,10 +254,19 @@ class Reconciler:
                 "ResourceConflict",
                 f"{names} already exist(s) and belong(s) to another owner: rename or delete them",
             )
+        elif rejected is not None:
+            collector = condition(
+                COLLECTOR_AVAILABLE,
+                False,
+                APPLY_REJECTED,
+                f"the API server refused the change ({rejected}); fix the spec (or the "
+                "policy, quota or permission named) and the operator applies it",
+            )
         else:
             collector = collector_condition(current_dep, paused)
         parts = (*desired.conditions, collector)
         conditions = (*parts, ready_condition(parts, paused))
+        self._latest[(namespace, name)] = conditions
         previous = cr.get("status") or {}
         body = status_body(conditions, running, generation, previous, now)
         for kind, message in writes:
@@ -243,10 +282,13 @@ class Reconciler:
                 # Deleted during the pass; anything created meanwhile names the old uid
                 # as its owner, so the garbage collector removes it.
                 logger.info("%s/%s was deleted during its reconcile", namespace, name)
-                return
-            for c in transitions(previous, conditions):
-                kind = events.NORMAL if c.true else events.WARNING
+                self._latest.pop((namespace, name), None)
+                return False
+            for c in announced(transitions(previous, conditions)):
+                expected = c.true or c.reason in EXPECTED_REASONS
+                kind = events.NORMAL if expected else events.WARNING
                 await self._event(owner, kind, c.reason, f"{c.type}={c.status}: {c.message}", now)
+        return rejected is not None
 
     async def _decide(
         self,
@@ -317,17 +359,32 @@ class Reconciler:
         secret: SecretCheck,
         current_cm: dict[str, Any] | None,
         current_dep: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]]]:
+    ) -> tuple[
+        dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]], ApiError | None
+    ]:
+        """Write both children; a refused write stops there and is returned, not raised."""
         writes: list[tuple[str, str]] = []
         cm = render.config_map(owner, snap, current_cm)
-        current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
+        try:
+            current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return current_cm, current_dep, writes, exc
         if did:
             writes.append(
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
         version = resolved.feed_version.version
-        dep = render.deployment(owner, spec, snap, secret.env, version)
-        current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
+        dep = render.deployment(
+            owner, spec, snap, secret.env, version, uid=self.collector_uid, current=current_dep
+        )
+        try:
+            current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return current_cm, current_dep, writes, exc
         if did:
             replicas = dep["spec"]["replicas"]
             writes.append(
@@ -337,7 +394,7 @@ class Reconciler:
                     f"snapshot {snap.hash}",
                 )
             )
-        return current_cm, current_dep, writes
+        return current_cm, current_dep, writes, None
 
     async def _write(
         self,
@@ -373,6 +430,12 @@ class Reconciler:
         if matches(desired, current):
             return current, None
         patched = await self.api.patch(path, desired)
+        if not changed(current, patched):
+            # Someone puts back what the patch takes out (a mutating webhook adding a
+            # sidecar or an env var): the server's object is as it was, so no update
+            # is reported. The patch repeats each pass, a no-op for the server.
+            logger.debug("patch of %s %s/%s changed nothing", plural, owner.namespace, name)
+            return patched, None
         logger.info("updated %s %s/%s", plural, owner.namespace, name)
         return patched, "Updated"
 
@@ -384,6 +447,15 @@ class Reconciler:
             await self.api.create(resource_path("v1", "events", owner.namespace), body)
         except Exception:  # an Event is informative; losing one must not fail the pass
             logger.warning("could not post Event %s for %s", reason, owner.name, exc_info=True)
+
+
+def refused(exc: ApiError) -> bool:
+    """A final answer to this request: retrying the same write gets the same refusal.
+
+    404 (a namespace or object gone), 409 (a race) and 429 (throttling) are
+    transient; every other 4xx is the server judging the request itself.
+    """
+    return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
 def _owned(obj: Mapping[str, Any], owner: render.Owner) -> bool:

@@ -25,6 +25,7 @@ from .names import (
     HTTP_PORT,
     KIND,
     LABEL_COMPONENT,
+    LABEL_ENVIRONMENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -49,28 +50,44 @@ class Owner:
     uid: str
 
 
-def labels(owner: Owner) -> dict[str, str]:
+def labels(owner: Owner) -> dict[str, str | None]:
+    """Labels of every child; ``app.kubernetes.io/instance`` is removed (see names.py)."""
     return {
         LABEL_NAME: COLLECTOR_APP,
-        LABEL_INSTANCE: owner.name,
+        LABEL_ENVIRONMENT: owner.name,
         LABEL_COMPONENT: "collector",
         LABEL_MANAGED_BY: OPERATOR_NAME,
+        LABEL_INSTANCE: None,
     }
 
 
-def selector(owner: Owner) -> dict[str, str]:
-    """Immutable after creation, so it holds only labels that never change."""
-    return {LABEL_NAME: COLLECTOR_APP, LABEL_INSTANCE: owner.name}
+def selector(owner: Owner, current: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The collector pods' selector: the live Deployment's if there is one.
+
+    A selector cannot change after creation, so a Deployment created with the
+    former ``app.kubernetes.io/instance`` selector keeps it (and its pods the label).
+    """
+    live = (((current or {}).get("spec") or {}).get("selector") or {}).get("matchLabels")
+    if isinstance(live, Mapping) and live:
+        return {str(k): str(v) for k, v in live.items()}
+    return {LABEL_NAME: COLLECTOR_APP, LABEL_ENVIRONMENT: owner.name}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
+    """Controller reference without ``blockOwnerDeletion``.
+
+    Setting that flag needs ``update`` on ``ssmdenvironments/finalizers`` wherever
+    the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift among
+    them), or every create is refused. It only makes a *foreground* deletion of the
+    SsmdEnvironment wait for its children, which nothing here relies on, so the
+    operator leaves it out rather than ask for the extra permission.
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -115,8 +132,19 @@ def deployment(
     snapshot: Snapshot,
     secret_env: tuple[SecretEnvVar, ...],
     feed_version: str,
+    *,
+    uid: int | None = RUN_AS_USER,
+    current: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """The collector Deployment; see docs/operator.md for why each setting is there."""
+    """The collector Deployment; see docs/operator.md for why each setting is there.
+
+    ``uid`` None leaves the user, group and fsGroup to the platform (OpenShift's
+    restricted SCC assigns them per namespace and refuses pods that pin one outside
+    its range); ``runAsNonRoot`` stays, so the kubelet still refuses uid 0. The keys
+    are written as None, not dropped, so a merge patch removes a uid pinned before.
+    ``current`` is the live Deployment, whose selector is kept.
+    """
+    pod_selector = selector(owner, current)
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -159,8 +187,8 @@ def deployment(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
+            "runAsUser": uid,
+            "runAsGroup": uid,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
@@ -187,10 +215,10 @@ def deployment(
             # Two collectors for one environment would write the same day files:
             # the old pod must be gone before the new one starts.
             "strategy": {"type": "Recreate", "rollingUpdate": None},
-            "selector": {"matchLabels": selector(owner)},
+            "selector": {"matchLabels": pod_selector},
             "template": {
                 "metadata": {
-                    "labels": labels(owner),
+                    "labels": {**labels(owner), **pod_selector},
                     "annotations": {
                         ANNOTATION_SNAPSHOT_HASH: snapshot.hash,
                         ANNOTATION_FEED_VERSION: feed_version,
@@ -203,9 +231,9 @@ def deployment(
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "fsGroup": RUN_AS_USER,
+                        "runAsUser": uid,
+                        "runAsGroup": uid,
+                        "fsGroup": uid,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],

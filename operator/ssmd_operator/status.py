@@ -23,6 +23,16 @@ METADATA_RESOLVED = "MetadataResolved"
 SECRET_READY = "SecretReady"  # noqa: S105 - a condition type
 COLLECTOR_AVAILABLE = "CollectorAvailable"
 READY = "Ready"
+PROGRESSING = "Progressing"
+PAUSED = "Paused"
+EXPECTED_REASONS = frozenset({"NotDeployed", PAUSED, "RollingOut", PROGRESSING})
+"""Not-True reasons that are steps on the way, not faults: their Events are Normal."""
+_ROLLING = frozenset({"NewReplicaSetCreated", "FoundNewReplicaSet", "ReplicaSetUpdated"})
+"""The Deployment controller's Progressing reasons while a rollout is under way (once
+it completed the reason is NewReplicaSetAvailable; past the deadline the status is
+False, ProgressDeadlineExceeded)."""
+APPLY_REJECTED = "ApplyRejected"
+"""CollectorAvailable's reason when the API server refused a child write (reconcile.py)."""
 CONDITION_TYPES = (METADATA_RESOLVED, SECRET_READY, COLLECTOR_AVAILABLE, READY)
 MAX_MESSAGE = 2000
 
@@ -89,6 +99,19 @@ def collector_condition(deployment: Mapping[str, Any] | None, paused: bool) -> C
             True,
             "Available",
             "the collector pod is ready (connected and subscribed)",
+        )
+    progressing = conditions.get("Progressing", {})
+    failed = conditions.get("ReplicaFailure", {}).get("status") == "True"
+    if not failed and (
+        not conditions
+        or (progressing.get("status") == "True" and progressing.get("reason") in _ROLLING)
+    ):
+        # A new or updated ReplicaSet within its progress deadline: starting, not failing.
+        return condition(
+            COLLECTOR_AVAILABLE,
+            False,
+            PROGRESSING,
+            "the collector pod is starting (ready once connected and subscribed)",
         )
     # The Deployment controller's own words: a replica failure (status True is bad),
     # or a stalled rollout / unavailability (status False is bad).
@@ -168,3 +191,13 @@ def transitions(previous: Mapping[str, Any], conditions: Sequence[Condition]) ->
         if isinstance(c, Mapping)
     }
     return [c for c in conditions if before.get(c.type) != (c.status, c.reason)]
+
+
+def announced(changed: Sequence[Condition]) -> list[Condition]:
+    """The transitions worth an Event: Ready repeating another's reason is one story, told once.
+
+    Ready carries the first failing condition's reason, so without this every
+    failure (a refused write, a pause) would be reported twice.
+    """
+    told = {c.reason for c in changed if c.type != READY}
+    return [c for c in changed if c.type != READY or c.true or c.reason not in told]

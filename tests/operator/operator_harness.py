@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import json
 import logging
 import re
 import threading
@@ -344,6 +345,8 @@ class Fault:
     server applies it) and then answers ``status`` as if the answer was lost; "hang"
     answers nothing until the client gives up (or ``hang_seconds`` pass).
     ``before``: awaited before forwarding (to stage a race), with the action "forward".
+    ``mutate``: with the action "mutate", rewrites the JSON body before forwarding, as a
+    mutating admission webhook or the API server's defaulting would.
     ``times``: how many matching requests to fault; None: until removed.
     """
 
@@ -355,6 +358,7 @@ class Fault:
     agent: str | None = OPERATOR_AGENT
     hang_seconds: float = 5.0
     before: Callable[[], Any] | None = None
+    mutate: Callable[[Any], Any] | None = None
     hits: int = 0
 
     def matches(self, method: str, url_path: str, agent: str) -> bool:
@@ -469,6 +473,8 @@ class FaultProxy:
             return _status_response(504, "the test proxy hung this request")
         if fault is not None and fault.action == "status":
             return _status_response(fault.status, f"injected by the test proxy ({fault.status})")
+        if fault is not None and fault.mutate is not None:
+            body = json.dumps(fault.mutate(json.loads(body))).encode()
         if fault is not None and fault.before is not None:
             staged = fault.before()
             if isinstance(staged, Awaitable):
@@ -507,7 +513,13 @@ class FaultProxy:
 
 
 def _status_response(status: int, message: str) -> aiohttp.web.Response:
-    reasons = {409: "AlreadyExists", 500: "InternalError", 503: "ServiceUnavailable"}
+    reasons = {
+        403: "Forbidden",
+        409: "AlreadyExists",
+        422: "Invalid",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+    }
     return aiohttp.web.json_response(
         {
             "kind": "Status",
@@ -532,13 +544,16 @@ def proxied_operator_config(cluster: Cluster, proxy: FaultProxy, **changes: Any)
 
 @contextlib.asynccontextmanager
 async def running(
-    config: OperatorConfig, cluster: Cluster, namespaces: list[str] | None = None
+    config: OperatorConfig,
+    cluster: Cluster,
+    namespaces: list[str] | None = None,
+    liveness_endpoint: str | None = None,
 ) -> AsyncIterator[OperatorThread]:
     """An operator with this ``config`` (cluster-wide unless ``namespaces``); ERROR log
     lines go to ``cluster.operator_errors``."""
     errors = _ErrorCollector(cluster.operator_errors)
     logging.getLogger().addHandler(errors)
-    runner = OperatorThread(config, namespaces)
+    runner = OperatorThread(config, namespaces, liveness_endpoint)
     runner.start()
     try:
         yield runner

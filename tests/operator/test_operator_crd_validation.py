@@ -65,10 +65,31 @@ def field_path(parts: Iterator[Any] | list[Any]) -> str:
     return out or "<root>"
 
 
+def unknown_fields(value: Any, schema: dict[str, Any], at: tuple[Any, ...] = ()) -> list[str]:
+    """kubectl's strict field validation (the default since 1.27): a field the schema does
+    not list is refused by name instead of being pruned in silence."""
+    out: list[str] = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        known = schema.get("properties") or {}
+        open_map = isinstance(schema.get("additionalProperties"), dict)
+        for key, sub in value.items():
+            if key in known:
+                out += unknown_fields(sub, known[key], (*at, key))
+            elif open_map:
+                out += unknown_fields(sub, schema["additionalProperties"], (*at, key))
+            elif known and at != ("metadata",):
+                out.append(f'{field_path([*at, key])}: unknown field "{field_path([*at, key])}"')
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += unknown_fields(item, schema["items"], (*at, i))
+    return out
+
+
 def schema_errors(cr: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft7Validator(SCHEMA)
     return sorted(
-        f"{field_path(list(e.absolute_path))}: {e.message}" for e in validator.iter_errors(cr)
+        [f"{field_path(list(e.absolute_path))}: {e.message}" for e in validator.iter_errors(cr)]
+        + unknown_fields(cr, SCHEMA)
     )
 
 
@@ -166,6 +187,7 @@ def test_examples_are_accepted(example: Path) -> None:
             }
         },
         {"storage": {"emptyDir": {}, "s3": {"bucket": "market-data"}}},
+        {"resources": {"requests": {"cpu": "+0.5", "ephemeral-storage": "1Gi"}}},
         {"environment": "a" * 63, "imagePullPolicy": "Always", "logFormat": "text"},
         {
             "metadata": {
@@ -242,6 +264,29 @@ SCHEMA_MISTAKES: list[tuple[dict[str, Any], str, list[str]]] = [
         ["lots", "does not match"],
     ),
     ({"resources": {"requests": {"cpu": True}}}, "spec.resources.requests.cpu", ["True"]),
+    # What the API server would refuse only when the Deployment is written, caught at
+    # `kubectl apply` instead: negative quantities and resource names it does not know.
+    (
+        {"resources": {"requests": {"memory": "-128Mi"}}},
+        "spec.resources.requests.memory",
+        ["-128Mi", "does not match"],
+    ),
+    ({"resources": {"limits": {"cpu": -1}}}, "spec.resources.limits.cpu", ["-1", "minimum"]),
+    (
+        {"storage": {"emptyDir": {"sizeLimit": "-1Gi"}}},
+        "spec.storage.emptyDir.sizeLimit",
+        ["-1Gi", "does not match"],
+    ),
+    (
+        {"resources": {"requests": {"cpus": "1"}}},
+        "spec.resources.requests.cpus",
+        ['unknown field "spec.resources.requests.cpus"'],
+    ),
+    (
+        {"resources": {"limits": {"nvidia.com/gpu": 1}}},
+        "spec.resources.limits.nvidia.com/gpu",
+        ["unknown field"],
+    ),
 ]
 
 

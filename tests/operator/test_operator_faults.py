@@ -33,7 +33,7 @@ from operator_harness import (
     running,
 )
 
-from ssmd_operator.handlers import OperatorConfig
+from ssmd_operator.handlers import LIST_CHUNK_SIZE, OperatorConfig
 from ssmd_operator.kube import KubeApi
 from ssmd_operator.names import DEFAULT_IMAGE
 from ssmd_operator.reconcile import Reconciler
@@ -359,3 +359,135 @@ async def test_shutdown_cancels_retries_and_the_closed_client_stays_closed(
     assert api._session is None
     await reconciler.reconcile(NAMESPACE, PROD, lambda namespace, name: None)
     assert reconciler._slots[(NAMESPACE, PROD)].retry is retry  # no new retry scheduled
+
+
+@pytest.mark.parametrize(
+    ("status", "verb", "path"),
+    [
+        (422, "POST", POST_DEPLOY),  # validation: requests above limits on a new collector
+        (403, "POST", POST_CM),  # a policy webhook or a missing permission
+        (422, "PATCH", r"/deployments/"),  # an update to a running collector
+    ],
+    ids=["create-invalid", "snapshot-forbidden", "update-invalid"],
+)
+async def test_refused_child_writes_land_in_status_not_in_a_retry_loop(
+    cluster: Cluster, proxy: FaultProxy, status: int, verb: str, path: str
+) -> None:
+    """A 4xx the server means (not 404/409/429) is reported, not retried with backoff."""
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    async with running(fast_retries(c, proxy), c):
+        if verb == "PATCH":
+            await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+            await converged(c)
+            proxy.add(Fault(verb, path, status))
+            # A new generation the server refuses (CPU requests above limits).
+            resources = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+            await c.patch(
+                ENV, PROD, {"metadata": {"generation": 2}, "spec": {"resources": resources}}
+            )
+            generation = 2
+        else:
+            proxy.add(Fault(verb, path, status))
+            await c.create(ENV, environment(PROD, "uid-prod", secretName="kalshi-keys"))
+            generation = 1
+        cond = await c.wait_condition(PROD, "CollectorAvailable", "False", "ApplyRejected")
+        assert f"HTTP {status}: injected by the test proxy" in cond["message"]
+        env = await c.get(ENV, PROD)
+        assert env["status"]["observedGeneration"] == generation
+        assert cond["observedGeneration"] == generation
+        ready = await c.condition(PROD, "Ready")
+        assert ready is not None
+        assert (ready["status"], ready["reason"]) == ("False", "ApplyRejected")
+
+        async def warnings() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in await c.list(EVENTS)
+                if e["type"] == "Warning" and e["reason"] == "ApplyRejected"
+            ]
+
+        await c.wait(warnings, "a Warning Event ApplyRejected")
+        # Then silence until the next resync: the same request gets the same answer,
+        # so a backoff retry loop (0.1 s doubling to 0.8 s here) would only load the
+        # server and never settle.
+        await c.quiet(1.0)
+        assert proxy.requests(verb, path)[-1].answer == str(status)
+        assert not any("retrying in" in e for e in c.operator_errors)
+        assert len(await warnings()) == 1  # Ready repeating the reason adds no second one
+
+
+async def test_initial_listings_are_paginated(cluster: Cluster, proxy: FaultProxy) -> None:
+    """Cluster-wide, the first list of Secrets, ConfigMaps and Deployments covers the
+    whole cluster: it must come in pages (``?limit=``), not as one body in memory."""
+    c = cluster
+    async with running(fast_retries(c, proxy), c):
+
+        def listed() -> set[str]:
+            return {
+                s.path.rsplit("/", 1)[-1]
+                for s in proxy.requests("GET", r"/(secrets|configmaps|deployments)$", agent=None)
+                if "watch=" not in s.query
+            }
+
+        await until(c, lambda: listed() == {"secrets", "configmaps", "deployments"}, "lists")
+    lists = [
+        s
+        for s in proxy.requests("GET", r"/(secrets|configmaps|deployments)$", agent=None)
+        if "watch=" not in s.query
+    ]
+    assert all(f"limit={LIST_CHUNK_SIZE}" in s.query.split("&") for s in lists), lists
+
+
+def _add_sidecar(body: dict[str, Any]) -> dict[str, Any]:
+    """A service-mesh style webhook: every pod template gets a proxy container appended."""
+    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+    if "containers" in pod and all(c["name"] != "mesh-proxy" for c in pod["containers"]):
+        pod["containers"].append({"name": "mesh-proxy", "image": "mesh/proxy:1"})
+    return body
+
+
+def _round_resources(body: dict[str, Any]) -> dict[str, Any]:
+    """The API server's SetDefaults_ResourceList: requests/limits rounded up to 1m."""
+    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+    for c in pod.get("containers", []):
+        for part in (c.get("resources") or {}).values():
+            for name, value in part.items():
+                if value == "0.0005":
+                    part[name] = "1m"
+    return body
+
+
+@pytest.mark.parametrize(
+    ("mutate", "resources"),
+    [(_add_sidecar, None), (_round_resources, {"requests": {"cpu": "0.0005"}})],
+    ids=["webhook-appends-a-sidecar", "server-rounds-sub-milli-cpu"],
+)
+async def test_what_the_server_puts_back_is_not_an_update_every_pass(
+    cluster: Cluster,
+    proxy: FaultProxy,
+    mutate: Callable[[dict[str, Any]], dict[str, Any]],
+    resources: dict[str, Any] | None,
+) -> None:
+    c = cluster
+    await c.create(SECRET, keys_secret())
+    for verb, path in (("POST", POST_DEPLOY), ("PATCH", r"/deployments/")):
+        proxy.add(Fault(verb, path, action="mutate", mutate=mutate))
+    spec: dict[str, Any] = {"secretName": "kalshi-keys"}
+    if resources is not None:
+        spec["resources"] = resources
+    async with running(fast_retries(c, proxy, resync_seconds=0.2), c):
+        await c.create(ENV, environment(PROD, "uid-prod", **spec))
+        await converged(c)
+
+        def passes() -> int:
+            return len(proxy.requests("GET", f"^{CR_PATH}$"))
+
+        seen = passes()
+        await until(c, lambda: passes() >= seen + 5, "five resync passes")
+    reasons = [e["reason"] for e in await c.list(EVENTS)]
+    assert reasons.count("CollectorCreated") == 1
+    assert "CollectorUpdated" not in reasons, reasons
+    if mutate is _round_resources:
+        # Compared as the server stores it, 0.0005 CPU already matches 1m: no patch at all.
+        assert not proxy.requests("PATCH", r"/deployments/")

@@ -6,8 +6,10 @@ user, GitOps or a hand edit would, and waits for the resulting objects and statu
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +31,7 @@ from operator_harness import (
     environment,
     keys_secret,
     operator_config,
+    running,
     running_operator,
 )
 
@@ -94,8 +97,8 @@ async def test_create_writes_snapshot_deployment_and_status(operator: Cluster) -
     }
     assert snapshot_hash(dep) == cm["metadata"]["annotations"]["ssmd.io/snapshot-hash"]
 
-    # Without a ready pod the environment is not Ready, and says why.
-    collector = await c.wait_condition(PROD, "CollectorAvailable", "False", "Unavailable")
+    # Until its pod is ready the environment is not Ready: the collector is starting.
+    collector = await c.wait_condition(PROD, "CollectorAvailable", "False", "Progressing")
     assert collector["observedGeneration"] == 1
     await c.make_available(PROD)
     ready = await c.wait_condition(PROD, "Ready", "True")
@@ -441,3 +444,64 @@ async def test_resync_rolls_the_collector_when_a_new_feed_version_takes_effect(
         assert status["endpoint"] == "wss://v2.kalshi.example/trade-api/ws/v2"
     finally:
         await runner.stop()
+
+
+async def test_crd_missing_at_start_fails_liveness(cluster: Cluster, kmock: Any) -> None:
+    """Scanning is off, so kopf resolves the CRD once: if it arrives later, nothing is
+    ever watched. Liveness must fail (the kubelet restarts the operator) instead of
+    reporting a healthy operator that watches nothing."""
+    crd_key = "ssmd.io/v1alpha1/ssmdenvironments"
+    info = kmock.resources[crd_key]
+    del kmock.resources[crd_key]
+    endpoint = f"http://127.0.0.1:{free_port()}/healthz"
+
+    async def liveness() -> tuple[int, Any] | None:
+        try:
+            async with cluster.session.get(endpoint) as r:
+                return r.status, await r.text()
+        except OSError:
+            return None
+
+    async with running(operator_config(cluster), cluster, liveness_endpoint=endpoint):
+        status, _ = await cluster.wait(liveness, "liveness endpoint answering", timeout=30)
+        assert status == 500
+        assert any("is not served" in e for e in cluster.operator_errors), cluster.operator_errors
+        # Installing the CRD now does not make this process watch it: still failing.
+        kmock.resources[crd_key] = info
+        await cluster.create(ENV, environment("kalshi-sim", "uid-sim"))
+        await asyncio.sleep(0.5)
+        assert (await liveness() or (0, ""))[0] == 500
+    # The restart the kubelet would do: now the CRD is found and reconciled.
+    async with running(operator_config(cluster), cluster, liveness_endpoint=endpoint):
+        await cluster.wait(lambda: cluster.get(DEPLOY, "kalshi-sim-collector"), "sim Deployment")
+
+        async def healthy() -> Any:
+            answer = await liveness()
+            return json.loads(answer[1]) if answer and answer[0] == 200 else None
+
+        probes = await cluster.wait(healthy, "liveness 200 after the restart")
+        assert probes["crd"] == "watched"
+
+
+async def test_starting_and_pausing_raise_no_warnings(operator: Cluster) -> None:
+    """A just-created collector is progressing, not failing; a pause is one Normal Event."""
+    c = operator
+    await c.create(ENV, environment("kalshi-sim", "uid-sim"))
+    await c.wait_condition("kalshi-sim", "CollectorAvailable", "False", "Progressing")
+
+    async def reasons(kind: str) -> list[str]:
+        return [e["reason"] for e in await c.list(EVENTS) if e["type"] == kind]
+
+    await c.wait(lambda: _has(reasons("Normal"), "Progressing"), "a Normal Progressing Event")
+    await c.make_available("kalshi-sim")
+    await c.wait_condition("kalshi-sim", "Ready", "True")
+    await c.patch(ENV, "kalshi-sim", {"metadata": {"generation": 2}, "spec": {"paused": True}})
+    await c.wait_condition("kalshi-sim", "Ready", "False", "Paused")
+    await c.wait(lambda: _has(reasons("Normal"), "Paused"), "a Normal Paused Event")
+    await c.quiet(0.3)
+    assert await reasons("Warning") == []
+    assert (await reasons("Normal")).count("Paused") == 1
+
+
+async def _has(reasons: Any, reason: str) -> bool:
+    return reason in await reasons

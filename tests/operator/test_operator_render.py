@@ -12,7 +12,7 @@ import pytest
 from ssmd_collector.keys import env_var_names
 from ssmd_collector.metadata import Storage, read_directory, resolve_environment
 from ssmd_collector.storage.settings import archive_settings
-from ssmd_operator import events, render, snapshot
+from ssmd_operator import cli, events, render, snapshot
 from ssmd_operator.drift import matches
 from ssmd_operator.secrets import check_secret
 from ssmd_operator.spec import parse_spec
@@ -169,7 +169,6 @@ def test_children_are_owned_and_labelled() -> None:
                 "name": "kalshi-prod",
                 "uid": "uid-1",
                 "controller": True,
-                "blockOwnerDeletion": True,
             }
         ]
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ssmd-operator"
@@ -202,3 +201,88 @@ def test_a_created_object_matches_its_own_patch() -> None:
     cm, dep, _ = prod()
     for obj in (cm, dep):
         assert matches(obj, render.without_nones(obj))
+
+
+def test_platform_assigned_uid_pins_none_and_unpins_an_old_one() -> None:
+    """``--collector-uid=platform`` (OpenShift): no uid, gid or fsGroup, still non-root;
+    the merge patch names them as None so a Deployment that pinned 10001 loses them."""
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys"})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    dep = render.deployment(OWNER, parsed, snap, secret.env, "v1", uid=None)
+    pod = dep["spec"]["template"]["spec"]
+    for context, keys in (
+        (pod["securityContext"], ("runAsUser", "runAsGroup", "fsGroup")),
+        (container(dep)["securityContext"], ("runAsUser", "runAsGroup")),
+    ):
+        assert context["runAsNonRoot"] is True
+        assert all(context[k] is None for k in keys), context
+    created = render.without_nones(dep)
+    assert "runAsUser" not in created["spec"]["template"]["spec"]["securityContext"]
+    kubernetes_validate.validate(created, K8S_VERSION, strict=True)
+    _, pinned, _ = prod()
+    assert not matches(dep, pinned)  # a pinned Deployment is patched to unpin
+
+
+@pytest.mark.parametrize(
+    ("text", "uid"), [("platform", None), ("10001", 10001), ("1000680000", 1000680000)]
+)
+def test_collector_uid_flag(text: str, uid: int | None) -> None:
+    assert cli.parse_args(["--collector-uid", text]).collector_uid == uid
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "root"])
+def test_collector_uid_flag_refuses_root_and_nonsense(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--collector-uid", text])
+    assert "expected a uid above 0 or 'platform'" in capsys.readouterr().err
+
+
+def _label_keys(value: Any) -> set[str]:
+    """Every label key set anywhere in a manifest (metadata, template, selector)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if key in ("labels", "matchLabels") and isinstance(sub, dict):
+                found |= {k for k, v in sub.items() if v is not None}
+            found |= _label_keys(sub)
+    elif isinstance(value, list):
+        for sub in value:
+            found |= _label_keys(sub)
+    return found
+
+
+def test_new_children_carry_no_argo_cd_tracking_label() -> None:
+    """Argo CD's default tracking label is app.kubernetes.io/instance: children carrying
+    the CR's name there would be claimed (and pruned) by an Application of that name."""
+    cm, dep, _ = prod()
+    for obj in (render.without_nones(cm), render.without_nones(dep)):
+        assert "app.kubernetes.io/instance" not in _label_keys(obj), obj["kind"]
+        assert obj["metadata"]["labels"]["ssmd.io/environment"] == "kalshi-prod"
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "ssmd-collector",
+        "ssmd.io/environment": "kalshi-prod",
+    }
+    # A merge patch onto an older child removes the label from its metadata.
+    assert cm["metadata"]["labels"]["app.kubernetes.io/instance"] is None
+
+
+def test_a_deployment_created_with_the_former_selector_keeps_it() -> None:
+    """Selectors are immutable: patching one would be refused (422) on every pass."""
+    old = {"app.kubernetes.io/name": "ssmd-collector", "app.kubernetes.io/instance": "kalshi-prod"}
+    tree = read_directory(EXCHANGES)
+    resolved = resolve_environment(tree, "kalshi-prod", DAY)
+    snap = snapshot.take(resolved, tree)
+    parsed = parse_spec("kalshi-prod", {"secretName": "keys"})
+    secret = check_secret(resolved.environment.keys, "keys", {"api_key", "private_key"})
+    live = {"spec": {"selector": {"matchLabels": old}}}
+    dep = render.deployment(OWNER, parsed, snap, secret.env, "v1", current=live)
+    assert dep["spec"]["selector"]["matchLabels"] == old
+    template = dep["spec"]["template"]["metadata"]["labels"]
+    assert old.items() <= template.items()  # the pods still match their selector
+    assert template["ssmd.io/environment"] == "kalshi-prod"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/instance"] is None

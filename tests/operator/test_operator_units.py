@@ -13,7 +13,7 @@ import pytest
 from ssmd_collector.metadata import KeySpec, MetadataInvalid
 from ssmd_operator import snapshot
 from ssmd_operator.cli import namespaces_from, parse_args
-from ssmd_operator.drift import matches, parse_quantity
+from ssmd_operator.drift import changed, matches, parse_quantity
 from ssmd_operator.handlers import default_login
 from ssmd_operator.secrets import check_secret
 from ssmd_operator.spec import MetadataSource, SpecInvalid, parse_spec
@@ -84,6 +84,47 @@ def test_quantities_compare_by_value_only_where_they_are_quantities() -> None:
     assert not matches({"args": ["0.5"]}, {"args": ["500m"]})
 
 
+def res(part: str, name: str, value: str) -> dict[str, Any]:
+    return {"resources": {part: {name: value}}}
+
+
+@pytest.mark.parametrize(
+    ("desired", "stored", "same"),
+    [
+        # The API server rounds container requests and limits up to whole milli-units.
+        (res("requests", "cpu", "0.0005"), res("requests", "cpu", "1m"), True),
+        (res("limits", "cpu", "100.5u"), res("limits", "cpu", "1m"), True),
+        (res("requests", "cpu", "1.0001"), res("requests", "cpu", "1001m"), True),
+        (res("requests", "memory", "0.5"), res("requests", "memory", "500m"), True),
+        (res("requests", "cpu", "250m"), res("requests", "cpu", "250m"), True),
+        # ...rounding up, never down, and only there: a real change is still drift.
+        (res("requests", "cpu", "0.0015"), res("requests", "cpu", "1m"), False),
+        (res("requests", "cpu", "1m"), res("requests", "cpu", "2m"), False),
+        ({"emptyDir": {"sizeLimit": "0.0005"}}, {"emptyDir": {"sizeLimit": "1m"}}, False),
+    ],
+    ids=lambda v: str(v) if isinstance(v, bool) else None,
+)
+def test_container_quantities_compare_as_the_server_stores_them(
+    desired: dict[str, Any], stored: dict[str, Any], same: bool
+) -> None:
+    assert matches(desired, stored) is same
+
+
+@pytest.mark.parametrize(
+    ("after", "is_changed"),
+    [
+        ({"metadata": {"name": "x", "resourceVersion": "2"}, "spec": {"a": 1}}, False),
+        ({"metadata": {"name": "x"}, "spec": {"a": 1}, "status": {"ready": 1}}, False),
+        ({"metadata": {"name": "x"}, "spec": {"a": 2}}, True),
+        ({"metadata": {"name": "x", "labels": {"l": "v"}}, "spec": {"a": 1}}, True),
+    ],
+    ids=["resourceVersion", "status", "spec", "labels"],
+)
+def test_changed_ignores_status_and_bookkeeping(after: dict[str, Any], is_changed: bool) -> None:
+    before = {"metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"a": 1}}
+    assert changed(before, after) is is_changed
+
+
 # --- status ------------------------------------------------------------------
 
 
@@ -133,7 +174,55 @@ def test_transitions_are_status_or_reason_changes() -> None:
             "False",
             "RollingOut",
         ),
-        ({"status": {}}, False, "False", "Unavailable"),
+        # Just created: the Deployment controller has not written a condition yet.
+        ({"status": {}}, False, "False", "Progressing"),
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+                        {"type": "Available", "status": "False"},
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Progressing",
+        ),
+        # Was available, the rollout is complete, the pod is down: a fault.
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "True",
+                            "reason": "NewReplicaSetAvailable",
+                        },
+                        {"type": "Available", "status": "False"},
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Unavailable",
+        ),
+        (
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                        }
+                    ]
+                }
+            },
+            False,
+            "False",
+            "Unavailable",
+        ),
         (
             {
                 "status": {

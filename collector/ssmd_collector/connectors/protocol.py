@@ -45,6 +45,10 @@ class SubscribeRejected(ConnectorError):
 class CredentialsInvalid(Exception):
     """Keys that cannot be used; the message names the key and field, never a value."""
 
+    def __init__(self, key: str, field: str, problem: str) -> None:
+        super().__init__(f"key '{key}' field {field}: {problem}")
+        self.key, self.field, self.problem = key, field, problem
+
 
 class Disconnected(ConnectorError):
     """The connection could not be opened or was lost."""

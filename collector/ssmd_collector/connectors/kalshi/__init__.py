@@ -83,7 +83,7 @@ class Kalshi:
                     pem = read_pem(fields["private_key"])
                     load_private_key(pem)
                 except (MissingKeys, KeyFormatError) as exc:
-                    raise CredentialsInvalid(f"key '{name}' field private_key: {exc}") from None
+                    raise CredentialsInvalid(name, "private_key", str(exc)) from None
                 return Credentials(fields["api_key"], pem)
         return None
 

@@ -360,7 +360,7 @@ class KalshiConnector:
             silent = time.monotonic() - ws.last_read
             if silent > self.options.silence_timeout:
                 self.disconnect_reason = (
-                    f"no data or heartbeat from the exchange for {silent:.1f}s "
+                    f"no data or heartbeat from the exchange for {silent:.2f}s "
                     f"(limit {self.options.silence_timeout:g}s)"
                 )
                 log.error("%s: dropping the connection", self.disconnect_reason)

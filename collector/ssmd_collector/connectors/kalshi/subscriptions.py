@@ -3,7 +3,9 @@
 Rules (KALSHI.md sections 4, 6, 7, 9):
 
 - One ``subscribe`` per channel per connection (Kalshi no longer answers a second
-  one); a market list longer than one batch grows the subscription with
+  one). Channels with the same market list share one command at start (Kalshi answers
+  one ``subscribed`` per channel, each with its own sid), as the environment groups
+  them; a market list longer than one batch grows each channel's subscription with
   ``update_subscription`` ``add_markets``, one batch in flight per channel.
 - A channel is live once subscribed and every batch acknowledged; the collector is
   ready only while every wanted channel is live.
@@ -39,12 +41,15 @@ class Command:
 
     id: int
     channel: str
+    """The channel it is about (the first, for a subscribe of several)."""
     purpose: str
     """subscribe, add_markets, get_snapshot or unsubscribe."""
     params: dict[str, Any]
     tickers: tuple[str, ...] = ()
     sent_at: float | None = None
     retries: int = 0
+    waiting: set[str] = field(default_factory=set)
+    """Channels of a subscribe not answered yet."""
 
     @property
     def name(self) -> str:
@@ -55,7 +60,8 @@ class Command:
     def describe(self) -> str:
         """``subscribe of trade``, ``update_subscription add_markets of orderbook_delta``."""
         action = "" if self.name == self.purpose else f" {self.purpose}"
-        return f"{self.name}{action} of {self.channel}"
+        channels = self.params.get("channels") or [self.channel]
+        return f"{self.name}{action} of {', '.join(channels)}"
 
     def encode(self) -> str:
         return json.dumps({"id": self.id, "cmd": self.name, "params": self.params})
@@ -154,8 +160,11 @@ class Subscriptions:
     # -- commands out ----------------------------------------------------------
 
     def start(self) -> list[Command]:
-        """The first ``subscribe`` of every channel."""
-        return [self._subscribe(c) for c in self._channels.values()]
+        """The first ``subscribe`` of every channel: one command per market list."""
+        groups: dict[tuple[str, ...] | None, list[_Channel]] = {}
+        for channel in self._channels.values():
+            groups.setdefault(channel.tickers, []).append(channel)
+        return [self._subscribe(*group) for group in groups.values()]
 
     def _command(self, channel: _Channel, purpose: str, params: dict[str, Any],
                  tickers: tuple[str, ...] = ()) -> Command:  # fmt: skip
@@ -164,18 +173,22 @@ class Subscriptions:
         self._pending[command.id] = command
         return command
 
-    def _subscribe(self, channel: _Channel) -> Command:
-        channel.live = channel.busy = False
-        channel.sid = None
-        channel.sent = channel.confirmed = channel.overflow = 0
-        params: dict[str, Any] = {"channels": [channel.name]}
+    def _subscribe(self, *channels: _Channel) -> Command:
+        """One subscribe for ``channels``, which share their market list."""
+        first = channels[0]
+        params: dict[str, Any] = {"channels": [c.name for c in channels]}
         batch: tuple[str, ...] = ()
-        if channel.tickers is not None:
-            batch = channel.tickers[: self.batch_size]
+        if first.tickers is not None:
+            batch = first.tickers[: self.batch_size]
             params["market_tickers"] = list(batch)
-            channel.sent = len(batch)
-        channel.busy = True
-        return self._command(channel, "subscribe", params, batch)
+        for channel in channels:
+            channel.live = False
+            channel.busy = True
+            channel.sid = None
+            channel.sent, channel.confirmed, channel.overflow = len(batch), 0, 0
+        command = self._command(first, "subscribe", params, batch)
+        command.waiting = {c.name for c in channels}
+        return command
 
     def _next_batch(self, channel: _Channel) -> list[Command]:
         """The next ``add_markets`` of a channel, or nothing once all are confirmed."""
@@ -218,6 +231,14 @@ class Subscriptions:
         channel = self._channels[command.channel]
         body = frame.get("msg")
         if kind == "subscribed" and command.purpose == "subscribe":
+            named = body.get("channel") if isinstance(body, dict) else None
+            if named in command.waiting:
+                channel = self._channels[str(named)]
+            else:  # the older bare answer names no channel: the next one waiting
+                channel = self._channels[min(command.waiting)]
+            command.waiting.discard(channel.name)
+            if command.waiting:
+                self._pending[command.id] = command  # more answers to come
             sid = body.get("sid") if isinstance(body, dict) else frame.get("sid")
             if not isinstance(sid, int):
                 raise SubscribeRejected(
