@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import archive_bench, discovery_bench
+from bench import archive_bench, discovery_bench, tools_bench
 from bench.collector_run import CollectorRun, run_collector
 from bench.contenders.run import REPO, run_contender
 from bench.expected import Expected, replay
@@ -60,7 +60,7 @@ class Plan:
         quick = args.quick
         receiver, sender = cores()
         return cls(
-            messages=args.messages or (100_000 if quick else 300_000),
+            messages=args.messages or (100_000 if quick or args.tools_only else 300_000),
             rounds=args.rounds or (1 if quick else 3),
             markets=args.markets,
             latency_rate=20_000,
@@ -84,6 +84,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-archive", action="store_true")
     p.add_argument(
         "--archive-only", action="store_true", help="only the archive: seal and upload cost"
+    )
+    p.add_argument("--skip-tools", action="store_true")
+    p.add_argument(
+        "--tools-only", action="store_true", help="only the archive tools: verify/export MB/s"
     )
     p.add_argument(
         "--discovery-only",
@@ -246,6 +250,15 @@ def archive(plan: Plan, work: Path, results: Results) -> None:
     )  # fmt: skip
 
 
+def tools(plan: Plan, work: Path, results: Results) -> list[tools_bench.ToolRun]:
+    _say(f"archive tools: verify and export a day file of {plan.messages:,} messages")
+    runs = tools_bench.measure_tools(
+        Workload(plan.messages, plan.markets), work / "tools", plan.receiver_core
+    )
+    results.meta["tools"] = [asdict(r) | {"mb_per_s": round(r.mb_per_s, 1)} for r in runs]
+    return runs
+
+
 def main() -> None:
     args = parse_args()
     plan = Plan.of(args)
@@ -270,6 +283,9 @@ def main() -> None:
         }
     )
     with _workdir(args.keep) as work:
+        if args.tools_only:
+            print(tools_bench.render(tools(plan, work, results)))
+            return
         keys = make_keys(work)
         if args.discovery_only:
             _say(f"discovery: {args.discovery_markets:,} markets discovered and subscribed")
@@ -299,6 +315,7 @@ def main() -> None:
             results.skipped["archive"] = "--skip-archive"
         else:
             archive(plan, work, results)
+        tool_runs = None if args.skip_tools else tools(plan, work, results)
         if args.skip_operator:
             results.skipped["operator"] = "--skip-operator"
         else:
@@ -308,6 +325,8 @@ def main() -> None:
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     evaluate(results)
     print(render(results))
+    if tool_runs is not None:
+        print(tools_bench.render(tool_runs))
     print(f"(benchmark took {results.meta['seconds']:.0f} s)")
     if args.compare:
         print()

@@ -18,6 +18,8 @@ import pytest
 from collector_harness import KEY_ENV, Run, make_tree, record, scrape
 from deadlines import wait_until
 
+from ssmd_collector.archive.reader import MARKETS, open_archive
+from ssmd_collector.archive.verify import verify
 from ssmd_collector.connectors.kalshi.universe import event_of, shard_of
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
@@ -138,6 +140,13 @@ async def test_every_discovered_market_gets_its_order_book_recorded(
     origin = sim.rest_url.removesuffix("/trade-api/v2")
     assert [p["url"] for p in pages] == [origin + r for r in sim.rest_requests]
     assert {m["ticker"] for p in pages for m in p["data"]["markets"]} == expected
+    # The archive tools see one feed, its discovery pages beside its data.
+    archive = open_archive(run.data_dir)
+    assert archive.feed == "kalshi-sim"
+    assert [f.path.name for f in archive.of(MARKETS)] == ["kalshi-sim.markets.jsonl"]
+    report = verify(archive, progress=False)
+    assert report.ok, report.corrupt
+    assert report.lines == len(session.sent)
     discovery = next(e for e in run.events() if e["event"] == "discovery")
     assert discovery["markets"] == 1200
     assert discovery["requests"] == 2

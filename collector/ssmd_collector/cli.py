@@ -1,8 +1,8 @@
 """Command-line entry points: ``ssmd-connector`` and the ``ssmd`` tool.
 
 ``ssmd`` gathers the tools around the collector: ``validate`` a metadata tree,
-run the Kalshi simulator (``sim``), run a ``demo`` (simulator + collector), and
-``connector`` (the same as ``ssmd-connector``).
+run the Kalshi simulator (``sim``), run a ``demo`` (simulator + collector),
+``connector`` (the same as ``ssmd-connector``), and read archives (``archive ...``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from .app import run
+from .archive.cli import archive_app
 from .exitcodes import ExitCode
 from .logs import setup_logging
 from .metadata import MetadataInvalid, read_directory, validate_tree
@@ -123,6 +124,7 @@ def connector_main() -> None:
 
 
 app.command("sim", help="Run the built-in Kalshi exchange simulator.")(sim_command)
+app.add_typer(archive_app, name="archive")
 
 
 @app.command()

@@ -321,12 +321,27 @@ class Feed:
             MVE_LIFECYCLE: self.mve_lifecycle,
         }
 
-    # -- streams ---------------------------------------------------------------
+    # -- streams (the FrameSource side, see .source) ----------------------------
+
+    numbers_answers = True
+    """The feed owns its sequences: answers on a sid take its next ``seq``."""
+    exhausted = False
+    """A synthetic market never runs dry."""
 
     @property
     def active(self) -> bool:
         """Whether :meth:`take` would return anything."""
         return bool(self._pending or self._table or self._announcements)
+
+    def delay(self) -> float:
+        """Always due: the server paces the feed by ``SimConfig.rate``."""
+        return 0.0
+
+    def new_sid(self, channel: str, proposed: int) -> int:
+        return proposed
+
+    def get_snapshot(self, stream: Stream, ticker: str, cmd_id: int | None) -> str:
+        return self.snapshot(stream, self.market(ticker), cmd_id)
 
     def streaming_sids(self) -> list[int]:
         """The sids that produce data frames (channels the sim keeps quiet do not)."""

@@ -25,8 +25,11 @@ A second ``subscribe`` of a channel that already has a sid on the connection is 
 answered at all (Kalshi today), or answered with error 6 (its older behaviour), as
 :class:`SecondSubscribe` says. Retired codes 16 and 17 are never sent.
 
-Subscriptions are applied to the connection's :class:`~.market.Feed` as a side effect,
-so data starts flowing right after the answer is sent.
+Subscriptions are applied to the connection's :class:`~.source.FrameSource` (the
+synthetic :class:`~.market.Feed`, or an archive being replayed) as a side effect, so
+data starts flowing right after the answer is sent. A source that does not own its
+sequences (an archive) gets answers without ``seq``: it cannot insert numbers into a
+sequence that was recorded.
 """
 
 from __future__ import annotations
@@ -42,10 +45,10 @@ from ssmd_collector.sim.market import (
     LIFECYCLE,
     MVE_LIFECYCLE,
     ORDERBOOK,
-    Feed,
     Stream,
     is_market_ticker,
 )
+from ssmd_collector.sim.source import FrameSource
 
 PUBLIC_CHANNELS = frozenset({"ticker", "trade", LIFECYCLE, MVE_LIFECYCLE})
 PRIVATE_CHANNELS = frozenset(
@@ -212,12 +215,17 @@ def error_frame(
     code: ErrorCode,
     market_ticker: str | None = None,
     sub: Stream | None = None,
+    *,
+    numbered: bool = True,
 ) -> str:
-    """An ``error`` frame; with ``sub`` it is scoped: top-level ``sid`` and next ``seq``."""
+    """An ``error`` frame; with ``sub`` it is scoped: top-level ``sid`` and (when
+    ``numbered``) the next ``seq``."""
     msg: dict[str, object] = {"code": int(code), "msg": code.text}
     if market_ticker is not None:
         msg["market_ticker"] = market_ticker
-    scope = {} if sub is None else {"sid": sub.sid, "seq": sub.next_seq()}
+    scope: dict[str, int] = {} if sub is None else {"sid": sub.sid}
+    if sub is not None and numbered:
+        scope["seq"] = sub.next_seq()
     return _dump({**_id(cmd_id), **scope, "type": "error", "msg": msg})
 
 
@@ -274,7 +282,7 @@ class Commands:
     """
 
     def __init__(
-        self, feed: Feed, *, authenticated: bool, limits: CommandLimits | None = None
+        self, feed: FrameSource, *, authenticated: bool, limits: CommandLimits | None = None
     ) -> None:
         self.feed = feed
         self.authenticated = authenticated
@@ -298,7 +306,11 @@ class Commands:
         try:
             return self._dispatch(cmd_id, command)
         except CommandError as exc:
-            return [error_frame(cmd_id, exc.code, exc.market_ticker, exc.sub)]
+            return [
+                error_frame(
+                    cmd_id, exc.code, exc.market_ticker, exc.sub, numbered=self.feed.numbers_answers
+                )
+            ]
 
     def end_subscription(self, sid: int, code: ErrorCode) -> str:
         """Kill ``sid`` as Kalshi does with a terminal error: the error frame to send
@@ -307,7 +319,7 @@ class Commands:
         if sub is None:
             raise KeyError(f"no subscription with sid {sid} (have {sorted(self.subscriptions)})")
         self.feed.detach(sub)
-        return error_frame(None, code, sub=sub)
+        return error_frame(None, code, sub=sub, numbered=self.feed.numbers_answers)
 
     def _dispatch(self, cmd_id: int | None, command: dict[str, object]) -> list[str]:
         name = command.get("cmd")
@@ -346,12 +358,12 @@ class Commands:
                 answers.append(error_frame(cmd_id, code))
                 continue
             sub = Subscription(
-                sid=self._next_sid,
+                sid=self.feed.new_sid(channel, self._next_sid),
                 channel=channel,
                 tickers=None if tickers is None else list(tickers),
                 skip_ticker_ack=params.get("skip_ticker_ack") is True,
             )
-            self._next_sid += 1
+            self._next_sid = max(self._next_sid, sub.sid + 1)
             self.subscriptions[sub.sid] = sub
             self.feed.attach(sub, sub.tickers)
             answers.append(
@@ -396,7 +408,7 @@ class Commands:
                 continue
             self.feed.detach(sub)
             answers.append(
-                _dump({"type": "unsubscribed", **_id(cmd_id), "sid": sid, "seq": sub.next_seq()})
+                _dump({"type": "unsubscribed", **_id(cmd_id), "sid": sid, **self._seq(sub)})
             )
         return answers
 
@@ -431,8 +443,12 @@ class Commands:
             sub.tickers = [t for t in sub.tickers if t not in tickers]
             self.feed.remove_markets(sub, tickers)
         msg = {} if sub.skip_ticker_ack else {"market_tickers": list(sub.tickers)}
-        ok = {**_id(cmd_id), "sid": sub.sid, "seq": sub.next_seq(), "type": "ok", "msg": msg}
+        ok = {**_id(cmd_id), "sid": sub.sid, **self._seq(sub), "type": "ok", "msg": msg}
         return [_dump(ok)]
+
+    def _seq(self, sub: Subscription) -> dict[str, int]:
+        """The ``seq`` an answer about ``sub`` carries (none when the source's are fixed)."""
+        return {"seq": sub.next_seq()} if self.feed.numbers_answers else {}
 
     def _snapshots(self, cmd_id: int | None, sub: Subscription, tickers: list[str]) -> list[str]:
         """``get_snapshot``: one ``orderbook_snapshot`` per market, carrying the command id,
@@ -443,7 +459,10 @@ class Commands:
         for ticker in tickers:
             if ticker not in sub.tickers:
                 raise CommandError(ErrorCode.INVALID_PARAMETER, market_ticker=ticker, sub=sub)
-        return [self.feed.snapshot(sub, self.feed.market(t), cmd_id) for t in tickers]
+        snapshots = [self.feed.get_snapshot(sub, t, cmd_id) for t in tickers]
+        if any(s is None for s in snapshots):
+            raise CommandError(ErrorCode.UNSUPPORTED_ACTION, sub=sub)  # e.g. an archive
+        return [s for s in snapshots if s is not None]
 
     def _count_command(self, sub: Subscription) -> None:
         """Error 27 when this command makes the sid's rate exceed the limit."""

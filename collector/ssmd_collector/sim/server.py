@@ -3,11 +3,12 @@
 :class:`SimServer` verifies signed handshakes (RSA-PSS or Ed25519; HTTP 401 before the
 upgrade otherwise; unsigned connections only with ``SimConfig.allow_unsigned``), answers
 commands through :mod:`.protocol`, streams frames from a per-connection
-:class:`~.market.Feed`, sends ``heartbeat`` pings, and ends each connection the way
-:class:`SimConfig` says (close, dropped TCP, or silence). Every accepted connection gets
-a :class:`SimSession` that records what went over the wire, for tests to assert on, and
-injects faults (sequence gaps, duplicates, subscriptions killed by error 10 or 25,
-unknown frame types, unknown fields).
+:class:`~.source.FrameSource` (the synthetic :class:`~.market.Feed` unless
+``SimConfig.source`` names another, such as an archive replay), sends ``heartbeat``
+pings, and ends each connection the way :class:`SimConfig` says (close, dropped TCP, or
+silence). Every accepted connection gets a :class:`SimSession` that records what went
+over the wire, for tests to assert on, and injects faults (sequence gaps, duplicates,
+subscriptions killed by error 10 or 25, unknown frame types, unknown fields).
 
 Hot path: data frames, command answers and heartbeat pings are framed here and written
 to the transport in one ``write`` per batch, bypassing ``websockets``' per-message
@@ -47,6 +48,7 @@ from ssmd_collector.connectors.kalshi import signing
 from ssmd_collector.sim.listing import BadRequest, Listing
 from ssmd_collector.sim.market import LIFECYCLE, MVE_LIFECYCLE, SEQUENCED_CHANNELS, Feed, Stream
 from ssmd_collector.sim.protocol import CommandLimits, Commands, ErrorCode, SecondSubscribe
+from ssmd_collector.sim.source import FrameSource
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,10 @@ class SimConfig:
     extra_fields: bool = False
     """Add unknown fields to every data frame, in ``msg`` and in the envelope (a feed
     that grew fields the client does not know); see also ``SimSession.extra_fields``."""
+    source: Callable[[], FrameSource] | None = None
+    """Makes each connection's source of data frames; None: the synthetic market
+    (``Feed(seed, markets)``). A source with timing of its own (an archive) is paced by
+    its ``delay()``; set ``rate=0`` so the rate adds no limit of its own."""
     rest_path: str = "/trade-api/v2"
     """REST base path, served on the same port as the WebSocket (plain HTTP GETs):
     ``GET <rest_path>/markets`` and ``<rest_path>/events`` from :class:`~.listing.Listing`."""
@@ -394,7 +400,8 @@ class SimServer:
         channel = MVE_LIFECYCLE if multivariate else LIFECYCLE
         for session in self.sessions:
             talk = session._conversation
-            if talk is not None and not session.done.is_set():
+            # Only the synthetic market lives; a replayed archive streams what it holds.
+            if talk is not None and not session.done.is_set() and isinstance(talk.feed, Feed):
                 talk.feed.announce(channel, msg)
                 talk.wake.set()
 
@@ -532,7 +539,9 @@ class _Conversation:
         self.config = config
         self.connection = connection
         self.session = session
-        self.feed = Feed(seed=config.seed, markets=config.markets)
+        self.feed: FrameSource = (
+            config.source() if config.source else Feed(seed=config.seed, markets=config.markets)
+        )
         self.commands = Commands(
             self.feed, authenticated=session.authenticated, limits=config.limits()
         )
@@ -606,10 +615,20 @@ class _Conversation:
         rate = config.rate
         start, emitted = loop.time(), 0
         while remaining is None or remaining > 0:
+            if feed.exhausted:
+                break
             if not feed.active:
                 self.wake.clear()
                 await self.wake.wait()
                 start, emitted = loop.time(), 0  # pacing restarts with the stream
+                continue
+            delay = feed.delay()
+            if delay > 0:
+                # A source with its own clock (a replay): wait for its next frame, or for
+                # a command that may change which frame that is.
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
                 continue
             count = _BATCH
             if rate > 0:
