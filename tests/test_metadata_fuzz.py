@@ -141,6 +141,8 @@ def check(files: dict[str, bytes]) -> None:
                 assert set(resolved.problems) <= set(validated)
             continue
         assert resolved.environment.name == env
+        if not resolved.environment.keys:  # channel rules are the exchange's, on resolution
+            assert resolved.environment.channels <= PUBLIC_CHANNELS
         assert resolved.feed_version.effective_on(DAY)
         assert resolved.schema_version.status == "active"
         assert all(f in files for f in resolved.files)
@@ -173,8 +175,6 @@ def check_catalog(catalog: Catalog) -> None:
         assert all(isinstance(k.name, str) and k.name.strip() for k in env.keys)
         assert env.subscriptions
         assert all(sub.channels for sub in env.subscriptions)
-        if not env.keys:
-            assert env.channels <= PUBLIC_CHANNELS
         assert env.transport == "memory"
         assert env.storage.type == "local"
 
