@@ -130,12 +130,12 @@ class ConnectorOptions:
     snapshot_timeout: float
     max_deaths: int
     death_window: float
-    discovery_interval: float = 600.0
-    rest_rate: float = 10.0
-    add_debounce: float = 1.0
-    removal_grace: float = 60.0
-    shard_index: int = 0
-    shard_count: int = 1
+    discovery_interval: float
+    rest_rate: float
+    add_debounce: float
+    removal_grace: float
+    shard_index: int
+    shard_count: int
 
 
 class Exchange(Protocol):
