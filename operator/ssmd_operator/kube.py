@@ -1,4 +1,4 @@
-"""A small async Kubernetes API client: get, create, merge-patch, on aiohttp.
+"""A small async Kubernetes API client: get, list, create, merge-patch, delete, on aiohttp.
 
 Why not the official client: it is synchronous, and the operator already gets its
 credentials from kopf's login (``kopf.ConnectionInfo``: in-cluster service
@@ -95,11 +95,35 @@ class KubeApi:
                 return None
             raise
 
+    async def list(self, path: str, label_selector: str | None = None) -> list[Manifest]:
+        """The items of a collection, filtered by the server with ``label_selector``.
+
+        One request, no paging: meant for small sets (one environment's collectors),
+        not for listing a namespace. Items of a list carry no ``apiVersion`` or
+        ``kind`` of their own; the caller knows them.
+        """
+        params = {"labelSelector": label_selector} if label_selector else None
+        listed = await self._request("GET", path, params=params)
+        items = listed.get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
     async def create(self, path: str, body: Mapping[str, Any]) -> Manifest:
         return await self._request("POST", path, body)
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> Manifest:
         return await self._request("PATCH", path, body, MERGE_PATCH)
+
+    async def delete(self, path: str, options: Mapping[str, Any]) -> bool:
+        """Delete with these ``DeleteOptions``; False if the object was already gone."""
+        try:
+            await self._request(
+                "DELETE", path, {"apiVersion": "v1", "kind": "DeleteOptions", **options}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def _request(
         self,
@@ -107,13 +131,14 @@ class KubeApi:
         path: str,
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
     ) -> Manifest:
         for attempt in (1, 2):
             session, server = await self._connect()
             data = None if body is None else json.dumps(body).encode()
             headers = {"Content-Type": content_type, "Accept": "application/json"}
             async with session.request(
-                method, server.rstrip("/") + path, data=data, headers=headers
+                method, server.rstrip("/") + path, data=data, headers=headers, params=params
             ) as response:
                 text = await response.text()
                 if response.status == 401 and attempt == 1 and self._relogin is not None:

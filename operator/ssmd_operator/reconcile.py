@@ -23,6 +23,21 @@ what differs. Rules that keep a collector safe:
   status says ``CollectorAvailable=False`` with reason ``ApplyRejected`` and the
   server's message, ``observedGeneration`` advances, and the transition posts a
   Warning Event. The periodic resync tries again (a quota may free up).
+
+Shards (``spec.shards`` = N): one collector Deployment per shard index, named for
+the index alone (``render.collector_names``), each ``Recreate``. A pass finds the
+live ones with one list call (by the ``ssmd.io/environment`` label; the ownerReference
+decides what is ours), writes the snapshot, then *deletes* the owned collectors N no
+longer wants (``render.stale_collectors``) and only then creates or updates the
+wanted ones, in shard order. Why that is enough for "never two collectors on one
+shard": a shard is the pair (I, N), and only the Deployment named for I ever runs
+index I, so two collectors of one pair would have to be two pods of one Deployment,
+which ``Recreate`` rules out (the old pod is gone before the new one starts). While N
+changes, collectors of the old and the new N coexist for a while (a stale one
+terminating, a shard not yet rolled): they split the markets differently, so a market
+may be recorded twice or, for a moment, by no one, but never into the same file, since
+a collector names its files ``<feed>-shard<I>of<N>`` when N > 1 and ``<feed>`` alone
+when N = 1. docs/operator.md ("Shards") states the limits.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ from .kube import ApiError, KubeApi, resource_path
 from .names import (
     ANNOTATION_FEED_VERSION,
     API_VERSION,
+    LABEL_ENVIRONMENT,
     PLURAL,
     RUN_AS_USER,
     config_map_name,
@@ -67,9 +83,9 @@ from .status import (
     Condition,
     Running,
     announced,
-    collector_condition,
     condition,
     ready_condition,
+    shards_condition,
     status_body,
     transitions,
 )
@@ -207,27 +223,49 @@ class Reconciler:
         generation = meta.get("generation")
         now = self.clock()
 
+        spec: EnvironmentSpec | None = None
+        try:
+            spec = parse_spec(name, cr.get("spec") or {})
+        except SpecInvalid as exc:
+            invalid: SpecInvalid | None = exc
+        else:
+            invalid = None
+
         cm_path = resource_path("v1", "configmaps", namespace, config_map_name(name))
-        dep_path = resource_path("apps/v1", "deployments", namespace, deployment_name(name))
         current_cm = await self.api.get(cm_path)
-        current_dep = await self.api.get(dep_path)
-        foreign = [o for o in (current_cm, current_dep) if o is not None and not _owned(o, owner)]
+        live = await self._collectors(owner)
+        if spec is not None:
+            wanted = render.collector_names(name, spec.shards)
+        else:  # no spec to say how many: report on what runs
+            owned = [n for n, obj in live.items() if _owned(obj, owner)]
+            wanted = render.live_collectors(name, owned) or [deployment_name(name)]
+        # The unsharded name is always looked at: a Deployment written before children
+        # carried the environment label is not listed, and must not be left running.
+        for dep_name in dict.fromkeys((*wanted, deployment_name(name))):
+            if dep_name not in live:
+                path = resource_path("apps/v1", "deployments", namespace, dep_name)
+                if (found := await self.api.get(path)) is not None:
+                    live[dep_name] = found
+        wanted_deps = {n: live.get(n) for n in wanted}
+        foreign = [
+            o for o in (current_cm, *wanted_deps.values()) if o is not None and not _owned(o, owner)
+        ]
 
         paused = False
         writes: list[tuple[str, str]] = []
         rejected: ApiError | None = None
         running: Running | None = None
-        try:
-            spec = parse_spec(name, cr.get("spec") or {})
-        except SpecInvalid as exc:
+        if spec is None:
             unknown = Condition(SECRET_READY, "Unknown", "SpecInvalid", "not checked")
             desired = _Desired(
-                (condition(METADATA_RESOLVED, False, "SpecInvalid", str(exc)), unknown)
+                (condition(METADATA_RESOLVED, False, "SpecInvalid", str(invalid)), unknown)
             )
         else:
             paused = spec.paused
             desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
             if desired.resolved and desired.snapshot and desired.secret and not foreign:
+                ours = [n for n, obj in live.items() if _owned(obj, owner)]
+                stale = [live[n] for n in render.stale_collectors(name, spec.shards, ours)]
                 applied = await self._apply(
                     owner,
                     spec,
@@ -235,17 +273,18 @@ class Reconciler:
                     desired.snapshot,
                     desired.secret,
                     current_cm,
-                    current_dep,
+                    wanted_deps,
+                    stale,
                 )
-                current_cm, current_dep, writes, rejected = applied
+                current_cm, wanted_deps, writes, rejected = applied
                 if rejected is None:
                     running = _running(desired.resolved, desired.snapshot)
-                elif current_dep is not None:
-                    running = _deployed(current_cm, current_dep, spec.environment, now.date())
-            elif current_dep is not None and not foreign:
-                # Not a good state: nothing was written, so report what still runs.
-                running = _deployed(current_cm, current_dep, spec.environment, now.date())
+            running_dep = next((d for d in wanted_deps.values() if d is not None), None)
+            if running is None and running_dep is not None and not foreign:
+                # Nothing (or not all) was written: report what still runs.
+                running = _deployed(current_cm, running_dep, spec.environment, now.date())
 
+        collector, shards = shards_condition(list(wanted_deps.items()), paused)
         if foreign:
             names = ", ".join(str(o["metadata"].get("name")) for o in foreign)
             collector = condition(
@@ -262,13 +301,11 @@ class Reconciler:
                 f"the API server refused the change ({rejected}); fix the spec (or the "
                 "policy, quota or permission named) and the operator applies it",
             )
-        else:
-            collector = collector_condition(current_dep, paused)
         parts = (*desired.conditions, collector)
         conditions = (*parts, ready_condition(parts, paused))
         self._latest[(namespace, name)] = conditions
         previous = cr.get("status") or {}
-        body = status_body(conditions, running, generation, previous, now)
+        body = status_body(conditions, running, generation, previous, now, shards)
         for kind, message in writes:
             await self._event(owner, events.NORMAL, kind, message, now)
         if not matches(body, previous):
@@ -350,6 +387,22 @@ class Reconciler:
             raise MetadataInvalid(missing)
         return snapshot.metadata_tree(pairs)
 
+    async def _collectors(self, owner: render.Owner) -> dict[str, dict[str, Any]]:
+        """Deployments labelled as this environment's, by name: one list call for every
+        shard. Anyone can copy a label, so the caller checks ownership."""
+        items = await self.api.list(
+            resource_path("apps/v1", "deployments", owner.namespace),
+            f"{LABEL_ENVIRONMENT}={owner.name}",
+        )
+        return {
+            str(item["metadata"]["name"]): {"apiVersion": "apps/v1", "kind": "Deployment", **item}
+            for item in items
+            # The server filtered already; this keeps a server that ignores the
+            # selector (the test emulator) from handing over other environments'.
+            if ((item.get("metadata") or {}).get("labels") or {}).get(LABEL_ENVIRONMENT)
+            == owner.name
+        }
+
     async def _apply(
         self,
         owner: render.Owner,
@@ -358,43 +411,84 @@ class Reconciler:
         snap: snapshot.Snapshot,
         secret: SecretCheck,
         current_cm: dict[str, Any] | None,
-        current_dep: dict[str, Any] | None,
+        current_deps: Mapping[str, dict[str, Any] | None],
+        stale: list[dict[str, Any]],
     ) -> tuple[
-        dict[str, Any] | None, dict[str, Any] | None, list[tuple[str, str]], ApiError | None
+        dict[str, Any] | None,
+        dict[str, dict[str, Any] | None],
+        list[tuple[str, str]],
+        ApiError | None,
     ]:
-        """Write both children; a refused write stops there and is returned, not raised."""
+        """Write the snapshot, delete ``stale`` collectors, then write each shard's
+        Deployment (in that order: see the module doc); a refused write or delete stops
+        there and is returned, not raised."""
         writes: list[tuple[str, str]] = []
+        deps = dict(current_deps)
         cm = render.config_map(owner, snap, current_cm)
         try:
             current_cm, did = await self._write("v1", "configmaps", owner, cm, current_cm)
         except ApiError as exc:
             if not refused(exc):
                 raise
-            return current_cm, current_dep, writes, exc
+            return current_cm, deps, writes, exc
         if did:
             writes.append(
                 ("SnapshotWritten", f"{did} ConfigMap {cm['metadata']['name']}: {snap.hash}")
             )
-        version = resolved.feed_version.version
-        dep = render.deployment(
-            owner, spec, snap, secret.env, version, uid=self.collector_uid, current=current_dep
-        )
-        try:
-            current_dep, did = await self._write("apps/v1", "deployments", owner, dep, current_dep)
-        except ApiError as exc:
-            if not refused(exc):
-                raise
-            return current_cm, current_dep, writes, exc
-        if did:
-            replicas = dep["spec"]["replicas"]
-            writes.append(
-                (
-                    f"Collector{did}",
-                    f"{did} Deployment {dep['metadata']['name']}: {replicas} replica(s), "
-                    f"snapshot {snap.hash}",
+        for old in stale:
+            try:
+                deleted = await self._delete_collector(owner, old)
+            except ApiError as exc:
+                if not refused(exc):
+                    raise
+                return current_cm, deps, writes, exc
+            if deleted:
+                writes.append(
+                    (
+                        "CollectorDeleted",
+                        f"Deleted Deployment {old['metadata']['name']}: spec.shards is "
+                        f"{spec.shards}",
+                    )
                 )
-            )
-        return current_cm, current_dep, writes, None
+        version = resolved.feed_version.version
+        live = {n: d for n, d in deps.items() if d is not None}
+        for dep in render.deployments(
+            owner, spec, snap, secret.env, version, uid=self.collector_uid, current=live
+        ):
+            dep_name = dep["metadata"]["name"]
+            try:
+                deps[dep_name], did = await self._write(
+                    "apps/v1", "deployments", owner, dep, deps.get(dep_name)
+                )
+            except ApiError as exc:
+                if not refused(exc):
+                    raise
+                return current_cm, deps, writes, exc
+            if did:
+                replicas = dep["spec"]["replicas"]
+                writes.append(
+                    (
+                        f"Collector{did}",
+                        f"{did} Deployment {dep_name}: {replicas} replica(s), snapshot {snap.hash}",
+                    )
+                )
+        return current_cm, deps, writes, None
+
+    async def _delete_collector(self, owner: render.Owner, dep: Mapping[str, Any]) -> bool:
+        """Delete a collector this environment no longer wants; False if already gone.
+
+        ``Background``: the call returns at once and the garbage collector stops the
+        pod (its graceful termination closes the files it writes). The uid
+        precondition makes sure the object deleted is the one listed, not one created
+        under that name since (the server answers 409, and the pass is retried).
+        """
+        meta = dep["metadata"]
+        path = resource_path("apps/v1", "deployments", owner.namespace, str(meta["name"]))
+        options = {"propagationPolicy": "Background", "preconditions": {"uid": meta.get("uid")}}
+        deleted = await self.api.delete(path, options)
+        if deleted:
+            logger.info("deleted deployments %s/%s", owner.namespace, meta["name"])
+        return deleted
 
     async def _write(
         self,

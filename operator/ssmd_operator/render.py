@@ -93,13 +93,22 @@ def stale_collectors(environment_cr: str, shards: int, existing: list[str]) -> l
     """Owned collector Deployments that ``shards`` no longer wants (scaling down, or
     between sharded and unsharded): to delete so the set converges."""
     wanted = set(collector_names(environment_cr, shards))
+    return [n for n in live_collectors(environment_cr, existing) if n not in wanted]
+
+
+def live_collectors(environment_cr: str, existing: list[str]) -> list[str]:
+    """The names among ``existing`` that are collector names of this environment, in
+    shard order (the unsharded one first): what runs, whatever ``spec.shards`` says."""
     base = deployment_name(environment_cr)
-    ours = [
-        n
-        for n in existing
-        if n == base or (n.startswith(f"{base}-") and n[len(base) + 1 :].isdigit())
-    ]
-    return sorted(n for n in ours if n not in wanted)
+
+    def index(name: str) -> int | None:
+        if name == base:
+            return -1
+        suffix = name[len(base) + 1 :]
+        return int(suffix) if name.startswith(f"{base}-") and suffix.isdigit() else None
+
+    indexed = [(i, n) for n in set(existing) if (i := index(n)) is not None]
+    return [n for _, n in sorted(indexed)]
 
 
 def deployments(

@@ -95,6 +95,15 @@ def test_scaling_converges_on_exactly_the_wanted_deployments(
     assert render.stale_collectors("p", shards, existing) == stale
 
 
+def test_live_collectors_come_in_shard_order() -> None:
+    existing = ["p-collector-10", "other", "p-collector-2", "p-collector", "p-collector-x"]
+    assert render.live_collectors("p", existing) == [
+        "p-collector",
+        "p-collector-2",
+        "p-collector-10",
+    ]
+
+
 def test_secret_env_uses_the_collectors_own_variable_names() -> None:
     _, dep, _ = prod()
     names = env_var_names(
