@@ -484,7 +484,9 @@ class Reconciler:
         """
         meta = dep["metadata"]
         path = resource_path("apps/v1", "deployments", owner.namespace, str(meta["name"]))
-        options = {"propagationPolicy": "Background", "preconditions": {"uid": meta.get("uid")}}
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if meta.get("uid"):
+            options["preconditions"] = {"uid": meta["uid"]}
         deleted = await self.api.delete(path, options)
         if deleted:
             logger.info("deleted deployments %s/%s", owner.namespace, meta["name"])

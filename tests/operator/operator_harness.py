@@ -215,11 +215,12 @@ class Cluster:
             if str(r.method.value).upper() in {"POST", "PATCH", "PUT", "DELETE"}
         ]
 
-    async def make_available(self, env: str) -> None:
-        """Stand in for the Deployment controller: the collector pod became ready."""
+    async def make_available(self, env: str, deployment: str | None = None) -> None:
+        """Stand in for the Deployment controller: the collector pod became ready
+        (of ``deployment``, by default the unsharded ``<env>-collector``)."""
         await self.patch(
             DEPLOY,
-            f"{env}-collector",
+            deployment or f"{env}-collector",
             {
                 "status": {
                     "replicas": 1,

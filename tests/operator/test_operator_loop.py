@@ -258,7 +258,12 @@ async def test_missing_secret_is_reported_and_nothing_is_deployed(operator: Clus
     assert ready["message"].startswith("SecretReady:")
     assert await c.get(DEPLOY, f"{PROD}-collector") is None
     assert await c.get(CM, f"{PROD}-config") is None
-    assert "SecretNotFound" in {e["reason"] for e in await c.list(EVENTS)}
+
+    # The Event follows the status patch: wait for it rather than read right away.
+    async def reported() -> bool:
+        return "SecretNotFound" in {e["reason"] for e in await c.list(EVENTS)}
+
+    await c.wait(reported, "a SecretNotFound Event")
 
     # A Secret missing a field is named precisely.
     await c.create(SECRET, keys_secret(api_key=API_KEY))
