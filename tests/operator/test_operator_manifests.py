@@ -171,7 +171,8 @@ OPERATOR_VERBS = {
     (names.GROUP, f"{names.PLURAL}/status"): {"patch"},  # status merge patch
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "secrets"): {"list", "watch"},  # key-name index only; never GET
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    # kopf watch; the reconciler lists, writes, and deletes collectors shards no longer want
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
 }
 

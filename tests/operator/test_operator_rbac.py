@@ -4,9 +4,9 @@
 the table is measured: the real operator (kopf and its own client), namespaced as
 ``deploy/`` runs it, goes through a scenario that takes every code path that talks
 to the API server (create, drift repair of both children, status, Events, Secret
-and metadata triggers), with every request recorded by the proxy. Each request is
-mapped to the RBAC (apiGroup, resource, verb) it needs and the set is compared with
-the Role from ``kubectl kustomize deploy/`` (and the ClusterRole of
+and metadata triggers, scaling to shards), with every request recorded by the proxy.
+Each request is mapped to the RBAC (apiGroup, resource, verb) it needs and the set
+is compared with the Role from ``kubectl kustomize deploy/`` (and the ClusterRole of
 ``deploy/cluster-wide/``). A new call in the code without a grant fails here, and
 so does a grant nothing uses.
 """
@@ -91,6 +91,14 @@ async def test_role_grants_exactly_the_calls_the_operator_makes(
             return dep["spec"]["replicas"] == 1 and "x: 1" not in cm["data"]["feeds.kalshi.yaml"]
 
         await c.wait(repaired, "both children repaired")
+        # Shards: the collectors listed, the unsharded one deleted, two created.
+        await c.patch(ENV, PROD, {"metadata": {"generation": 2}, "spec": {"shards": 2}})
+
+        async def sharded() -> bool:
+            names = {d["metadata"]["name"] for d in await c.list(DEPLOY)}
+            return names == {f"{PROD}-collector-0", f"{PROD}-collector-1"}
+
+        await c.wait(sharded, "two shard collectors instead of one")
         # Triggers: the Secret and a metadata ConfigMap change.
         await c.patch(SECRET, "kalshi-keys", {"metadata": {"labels": {"rotated": "1"}}})
         await c.patch(CM, "ssmd-feeds", {"metadata": {"labels": {"touched": "1"}}})
@@ -101,6 +109,7 @@ async def test_role_grants_exactly_the_calls_the_operator_makes(
     by_agent = {call for call, s in calls if call is not None and s.agent == "ssmd-operator"}
     assert ("", "secrets", "get") not in used  # key names come from kopf's index only
     assert by_agent  # the reconciler's own calls were seen, not only kopf's
+    assert {("apps", "deployments", "list"), ("apps", "deployments", "delete")} <= by_agent
     for directory, kind in (("deploy", "Role"), ("deploy/cluster-wide", "ClusterRole")):
         role = next(o for o in kustomize(directory) if o["kind"] == kind)
         rules = granted(role)
