@@ -237,8 +237,7 @@ class Reconciler:
         if spec is not None:
             wanted = render.collector_names(name, spec.shards)
         else:  # no spec to say how many: report on what runs
-            owned = [n for n, obj in live.items() if _owned(obj, owner)]
-            wanted = render.live_collectors(name, owned) or [deployment_name(name)]
+            wanted = _own_collectors(live, owner) or [deployment_name(name)]
         # The unsharded name is always looked at: a Deployment written before children
         # carried the environment label is not listed, and must not be left running.
         for dep_name in dict.fromkeys((*wanted, deployment_name(name))):
@@ -247,6 +246,7 @@ class Reconciler:
                 if (found := await self.api.get(path)) is not None:
                     live[dep_name] = found
         wanted_deps = {n: live.get(n) for n in wanted}
+        ours = _own_collectors(live, owner)
         foreign = [
             o for o in (current_cm, *wanted_deps.values()) if o is not None and not _owned(o, owner)
         ]
@@ -264,7 +264,6 @@ class Reconciler:
             paused = spec.paused
             desired = await self._decide(namespace, spec, current_cm, secret_keys, now.date())
             if desired.resolved and desired.snapshot and desired.secret and not foreign:
-                ours = [n for n, obj in live.items() if _owned(obj, owner)]
                 stale = [live[n] for n in render.stale_collectors(name, spec.shards, ours)]
                 applied = await self._apply(
                     owner,
@@ -277,12 +276,15 @@ class Reconciler:
                     stale,
                 )
                 current_cm, wanted_deps, writes, rejected = applied
+                wanted_live = [d for d in wanted_deps.values() if d is not None]
                 if rejected is None:
                     running = _running(desired.resolved, desired.snapshot)
-            running_dep = next((d for d in wanted_deps.values() if d is not None), None)
-            if running is None and running_dep is not None and not foreign:
-                # Nothing (or not all) was written: report what still runs.
-                running = _deployed(current_cm, running_dep, spec.environment, now.date())
+                elif wanted_live:
+                    running = _deployed(current_cm, wanted_live[0], spec.environment, now.date())
+            elif not foreign and (still := [live[n] for n in (*wanted, *ours) if n in live]):
+                # Not a good state: nothing was written, so report what still runs (a
+                # wanted collector or, N having changed meanwhile, one N no longer wants).
+                running = _deployed(current_cm, still[0], spec.environment, now.date())
 
         collector, shards = shards_condition(list(wanted_deps.items()), paused)
         if foreign:
@@ -557,6 +559,12 @@ def refused(exc: ApiError) -> bool:
 def _owned(obj: Mapping[str, Any], owner: render.Owner) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(r.get("uid") == owner.uid and r.get("kind") == "SsmdEnvironment" for r in refs)
+
+
+def _own_collectors(live: Mapping[str, Mapping[str, Any]], owner: render.Owner) -> list[str]:
+    """The collector Deployments among ``live`` that ``owner`` holds, in shard order."""
+    owned = [n for n, obj in live.items() if _owned(obj, owner)]
+    return render.live_collectors(owner.name, owned)
 
 
 def _last_good(

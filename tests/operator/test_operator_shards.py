@@ -255,3 +255,29 @@ async def test_each_shard_is_repaired_and_only_owned_leftovers_are_deleted(
     assert set(await collectors(c)) == {*shard_names(2), f"{PROD}-collector-5"}
     assert (await c.condition(PROD, "Ready") or {})["status"] == "True"  # no conflict
     assert c.operator_errors == []
+
+
+async def test_a_change_of_n_waits_for_a_good_state(operator: Cluster) -> None:
+    """Without the Secret nothing is written or deleted: a scale-down waits for it."""
+    c = operator
+    await start_sharded(c, 2)
+    await c.delete(SECRET, "kalshi-keys")
+    await c.wait_condition(PROD, "SecretReady", "False", "SecretNotFound")
+    await c.quiet()
+    mark = len(c.writes())
+
+    await scale(c, 1, generation=2)
+
+    async def seen() -> bool:
+        status = (await c.get(ENV, PROD)).get("status") or {}
+        return status.get("observedGeneration") == 2
+
+    await c.wait(seen, "a pass over generation 2")
+    await c.quiet()
+    assert collector_writes(c, mark) == []
+    assert set(await collectors(c)) == set(shard_names(2))
+    status = (await c.get(ENV, PROD))["status"]
+    assert status["feedVersion"] == "v1"  # what still runs is reported
+
+    await c.create(SECRET, keys_secret())
+    await wait_collectors(c, {UNSHARDED: None})
