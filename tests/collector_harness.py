@@ -21,6 +21,7 @@ from ssmd_collector.connectors import ConnectorMetrics
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.metrics import Stats
+from ssmd_collector.sim import SimConfig, SimServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "exchanges"
 SIM_ENDPOINT = "ws://127.0.0.1:8765/trade-api/ws/v2"
@@ -37,6 +38,24 @@ KEY_ENV = {
 LINE = re.compile(
     r'^\{"ts":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)","feed":"([^"]+)","data":(.*)\}$'
 )
+
+
+def signed_sim(public_pem: bytes, **kw: Any) -> SimServer:
+    """A simulator that requires handshakes signed by ``public_pem``'s private half (no
+    skew check: these tests are not about clock skew), streaming at 2000 msg/s."""
+    settings: dict[str, Any] = {
+        "port": 0,
+        "rate": 2000,
+        "heartbeat": 0.2,
+        "public_key_pem": public_pem,
+        "timestamp_window": None,
+    }
+    return SimServer(SimConfig(**(settings | kw)))
+
+
+def environ(private_pem: bytes) -> dict[str, str]:
+    """The variables of ``KEY_ENV`` for key id ``key-1`` and this private key."""
+    return {"KALSHI_API_KEY": "key-1", "KALSHI_PRIVATE_KEY": private_pem.decode()}
 
 
 def make_tree(root: Path, endpoint: str, **env: Any) -> Path:

@@ -18,32 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import KEY_ENV, Run, make_tree, record
+from collector_harness import KEY_ENV, Run, environ, make_tree, record
+from collector_harness import signed_sim as harness_signed_sim
 from deadlines import wait_until
 
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.metadata import read_directory, validate_tree
-from ssmd_collector.sim import Ending, SimConfig, SimServer, SimSession
+from ssmd_collector.sim import Ending, SimServer, SimSession
 from ssmd_collector.sim.market import universe
 
 BOOKS = universe(600)
 
 
 def signed_sim(public_pem: bytes, **kw: Any) -> SimServer:
-    settings: dict[str, Any] = {
-        "port": 0,
-        "rate": 2000,
-        "heartbeat": 0.2,
-        "seed": 3,
-        "public_key_pem": public_pem,
-        "timestamp_window": None,
-    }
-    return SimServer(SimConfig(**(settings | kw)))
-
-
-def environ(private_pem: bytes) -> dict[str, str]:
-    return {"KALSHI_API_KEY": "key-1", "KALSHI_PRIVATE_KEY": private_pem.decode()}
+    return harness_signed_sim(public_pem, **({"seed": 3} | kw))
 
 
 def books_tree(tmp_path: Path, url: str, markets: list[str]) -> Path:
