@@ -7,15 +7,13 @@ market model (no sockets) when a test needs the model's own state at chosen line
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector_harness import KEY_ENV, Run, make_tree, record
-from deadlines import wait_until
+from collector_harness import KEY_ENV, Run, make_tree, record, when_live
 
 from ssmd_collector.framing import LineFramer, Timestamper
 from ssmd_collector.health import HealthServer
@@ -69,19 +67,7 @@ async def record_archive(
     """Record the simulator; with ``play``, act on the exchange side once every
     subscription is live, then close the connection."""
     async with SimServer(sim_config(keys[1], **sim)) as server:
-
-        async def during(health: HealthServer) -> None:
-            if play is None:
-                return
-            await wait_until(lambda: health.connection.ready, "every subscription live")
-            session = server.sessions[0]
-            try:
-                await play(health, session)
-            finally:
-                if session._connection is not None:
-                    with contextlib.suppress(Exception):
-                        await session._connection.close()
-
+        during = None if play is None else when_live(server, play)
         run = await record_from(server.url, workdir, keys, during)
     return run, server.sessions[0]
 

@@ -7,21 +7,21 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
-from deadlines import deadline
+from deadlines import deadline, wait_until
 
 from ssmd_collector.app import Settings, run
 from ssmd_collector.connectors import ConnectorMetrics
 from ssmd_collector.exitcodes import ExitCode
 from ssmd_collector.health import HealthServer
 from ssmd_collector.metrics import Stats
-from ssmd_collector.sim import SimConfig, SimServer
+from ssmd_collector.sim import SimConfig, SimServer, SimSession
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "exchanges"
 SIM_ENDPOINT = "ws://127.0.0.1:8765/trade-api/ws/v2"
@@ -156,6 +156,24 @@ async def record(
     stats = holder.get("stats") or Stats(feed="none")
     connection = holder.get("connection") or ConnectorMetrics()
     return Run(code, stats, connection, tree.parent / "data", ready_seen)
+
+
+def when_live(
+    sim: SimServer, play: Callable[[HealthServer, SimSession], Awaitable[None]]
+) -> Callable[[HealthServer], Awaitable[None]]:
+    """A ``record(during=...)`` hook: once every subscription is live, ``play`` acts on
+    the exchange side of the newest connection; then the exchange closes it, so the run
+    ends (exit 10) unless it ended by itself before."""
+
+    async def during(server: HealthServer) -> None:
+        await wait_until(lambda: server.connection.ready, "every subscription live")
+        session = sim.sessions[-1]
+        try:
+            await play(server, session)
+        finally:
+            await session.close()
+
+    return during
 
 
 async def _poll_ready(port: int, seen: list[int]) -> None:

@@ -10,7 +10,6 @@ the run, unknown frame types archived; and the events file saying all of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import KEY_ENV, Run, environ, make_tree, record
+from collector_harness import KEY_ENV, Run, environ, make_tree, record, when_live
 from collector_harness import signed_sim as harness_signed_sim
 from deadlines import wait_until
 
@@ -58,17 +57,9 @@ async def scenario(
     is live; then the exchange closes the connection, so the run ends (exit 10) unless
     it ended by itself before."""
 
-    async def during(server: HealthServer) -> None:
-        await wait_until(lambda: server.connection.ready, "every subscription live")
-        session = sim.sessions[0]
-        try:
-            await play(server, session)
-        finally:
-            if session._connection is not None:
-                with contextlib.suppress(Exception):
-                    await session._connection.close()
-
-    return await record(tree, environ=environ(private_pem), during=during, **overrides)
+    return await record(
+        tree, environ=environ(private_pem), during=when_live(sim, play), **overrides
+    )
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa"])

@@ -8,14 +8,13 @@ frames) and what the collector archived (data, events and markets files).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import KEY_ENV, Run, environ, make_tree, record, scrape
+from collector_harness import KEY_ENV, Run, environ, make_tree, record, scrape, when_live
 from collector_harness import signed_sim as harness_signed_sim
 from deadlines import wait_until
 
@@ -88,17 +87,9 @@ async def scenario(
     """Record ``path`` while ``play`` acts once every subscription is live; then the
     exchange closes the connection and the run ends."""
 
-    async def during(server: HealthServer) -> None:
-        await wait_until(lambda: server.connection.ready, "every subscription live")
-        session = sim.sessions[-1]
-        try:
-            await play(server, session)
-        finally:
-            if session._connection is not None:
-                with contextlib.suppress(Exception):
-                    await session._connection.close()
-
-    return await record(path, environ=environ(private_pem), during=during, **overrides)
+    return await record(
+        path, environ=environ(private_pem), during=when_live(sim, play), **overrides
+    )
 
 
 async def test_every_discovered_market_gets_its_order_book_recorded(

@@ -267,6 +267,12 @@ class SimSession:
         await self._send([frame])
         return frame
 
+    async def close(self) -> None:
+        """End the connection with a normal close (code 1000), as an exchange going away
+        does; a no-op once it is closed."""
+        if self._connection is not None:
+            await self._connection.close()
+
     async def send_raw(self, frame: str | bytes) -> None:
         """Send ``frame`` verbatim (text for ``str``, binary for ``bytes``): a test hook
         for malformed or unexpected frames. Raises ``ConnectionClosed`` once closed."""
